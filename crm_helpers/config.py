@@ -1,0 +1,428 @@
+"""Parameters: load ``params/<client>.yml`` on top of ``params/default.yml`` and validate them.
+
+A client file names only what differs from the defaults. It extends ``default.yml`` beside it
+unless it says ``extends: <other file>``. Mappings merge key by key; lists and scalars replace.
+Relative data paths are resolved against the folder of the file that declares them.
+
+Validation happens before anything runs: an unknown key, a wrong type, a value out of range or a
+missing data file raises :class:`~crm_helpers.errors.ParamsError` whose message names the file
+and the dotted key, e.g. ``params/acme.yml: key 'run.workers': Input should be greater than or
+equal to 1 (got 0)``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ParamsError
+from .paths import DEFAULT_PARAMS
+
+CANONICAL_COLUMNS: dict[str, dict[str, list[str]]] = {
+    "transactions": {
+        "required": ["customer_id", "order_id", "order_date", "quantity", "unit_price"],
+        "optional": [
+            "product_id",
+            "product_name",
+            "category",
+            "channel",
+            "country",
+            "store",
+        ],
+    },
+    "customers": {
+        "required": ["customer_id"],
+        "optional": [
+            "signup_date",
+            "birth_date",
+            "age",
+            "gender",
+            "region",
+            "income",
+            "name",
+            "email",
+            "phone",
+            "address",
+        ],
+    },
+    "feedback": {
+        "required": ["customer_id", "date", "score"],
+        "optional": ["channel", "type", "text"],
+    },
+    "events": {
+        "required": ["customer_id", "timestamp", "event_type"],
+        "optional": ["product_id", "session_id"],
+    },
+}
+TABLES = tuple(CANONICAL_COLUMNS)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DemoParams(_Strict):
+    """Size and seed of the embedded demo data (used when ``data.source`` is ``demo``)."""
+
+    customers: int = Field(5000, ge=50, le=5_000_000, description="Number of demo customers.")
+    lines: int = Field(
+        100_000, ge=500, le=200_000_000, description="Approximate number of transaction lines."
+    )
+    start_date: dt.date = Field(dt.date(2023, 1, 1), description="First day of the demo period.")
+    years: int = Field(2, ge=1, le=10, description="Length of the demo period in years.")
+    seed: int = Field(42, ge=0, description="Seed of the demo generator.")
+    dirt: bool = Field(True, description="Plant realistic dirt (duplicates, bad dates, ...).")
+
+    @property
+    def end_date(self) -> dt.date:
+        """Last day of the demo period."""
+        return self.start_date.replace(year=self.start_date.year + self.years) - dt.timedelta(1)
+
+
+class TableSource(_Strict):
+    """Where one input table lives and how its columns map onto the canonical names."""
+
+    path: Path = Field(description="CSV, Parquet or Excel file; relative to the params file.")
+    format: Literal["auto", "csv", "parquet", "excel"] = Field(
+        "auto", description="File format; auto = from the file extension."
+    )
+    columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="Canonical column name -> the client's column name (only those that differ).",
+    )
+    delimiter: str | None = Field(None, description="CSV delimiter; null = detect.")
+    date_format: str | None = Field(
+        None, description="strptime format of date columns (e.g. '%d/%m/%Y'); null = ISO 8601."
+    )
+    sheet: str | None = Field(None, description="Excel sheet name; null = the first sheet.")
+
+    @field_validator("path")
+    @classmethod
+    def _path_exists(cls, v: Path) -> Path:
+        if not Path(v).is_file():
+            raise ValueError(f"data file not found: {v}")
+        return v
+
+
+class DataParams(_Strict):
+    """Input data: the embedded demo or the client's files."""
+
+    source: Literal["demo", "files"] = Field(
+        "demo", description="demo = generate the embedded demo data; files = read the tables below."
+    )
+    demo: DemoParams = Field(default_factory=DemoParams, description="Demo data settings.")
+    transactions: TableSource | None = Field(None, description="Transactions (required for files).")
+    customers: TableSource | None = Field(None, description="Customer master data (optional).")
+    feedback: TableSource | None = Field(None, description="Survey / feedback scores (optional).")
+    events: TableSource | None = Field(None, description="Web or app events (optional).")
+
+
+class CleaningParams(_Strict):
+    """Rules of the data layer."""
+
+    max_valid_date: dt.date | None = Field(
+        None,
+        description="Latest plausible date: later dates are quarantined as future_date; null = "
+        "the last day of the demo period (demo) or the run date (client files).",
+    )
+    cancellation_prefix: str | None = Field(
+        "C", description="Order ids starting with this prefix are cancellations (kept as returns)."
+    )
+    non_product_codes: list[str] = Field(
+        default_factory=list,
+        description="product_id values that are not products (postage, fees): kept, flagged.",
+    )
+    score_min: float = Field(0, description="Lowest valid feedback score (CSAT 1-5, NPS 0-10).")
+    score_max: float = Field(10, description="Highest valid feedback score.")
+
+
+class IdentityParams(_Strict):
+    """Identity resolution: one customer recorded under several ids."""
+
+    enabled: bool = Field(True, description="Merge customer ids that share a normalised key.")
+    match_on: list[Literal["email", "phone"]] = Field(
+        default_factory=lambda: ["email", "phone"],
+        description="Evidence that links two ids: normalised e-mail and/or phone.",
+    )
+    keep_separate: list[str] = Field(
+        default_factory=list,
+        description="Pseudonymised customer ids (as shown in chapter 00) never to be merged.",
+    )
+
+
+class PrivacyParams(_Strict):
+    """Pseudonymisation of identifiers and removal of PII before anything is written."""
+
+    pii_columns: list[str] = Field(
+        default_factory=lambda: ["name", "email", "phone", "address"],
+        description="Customer columns dropped at load time (used only for identity resolution).",
+    )
+    key_env: str = Field(
+        "CRM_PSEUDONYM_KEY",
+        description="Environment variable holding the secret key of the keyed hash of ids.",
+    )
+    min_group_size: int = Field(
+        5, ge=1, description="Tables never show a group describing fewer customers than this."
+    )
+
+
+class ReportParams(_Strict):
+    """Rendering and presentation."""
+
+    title: str = Field("CRM insight report", description="Title on the title page.")
+    author: str = Field("CRM analytics team", description="Author on the title page.")
+    version: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="Report version (folder name); null = UTC timestamp of the run.",
+    )
+    renderer: Literal["auto", "quarto", "pandoc"] = Field(
+        "auto", description="auto = Quarto when on PATH, else pandoc + Typst."
+    )
+    formats: list[Literal["html", "pdf"]] = Field(
+        default_factory=lambda: ["html", "pdf"], description="Formats to render."
+    )
+
+
+class RunParams(_Strict):
+    """Execution of the chapter notebooks."""
+
+    workers: int = Field(2, ge=1, le=32, description="Chapters executed in parallel.")
+    chapters: list[str] | None = Field(
+        None, description="Chapter slugs to run (data_quality and summary always run); null = all."
+    )
+    cell_timeout_seconds: int = Field(
+        1800, ge=10, description="A notebook cell running longer than this fails its chapter."
+    )
+    duckdb_memory_limit: str | None = Field(
+        None, description="DuckDB memory_limit (e.g. '4GB'); null = DuckDB's default."
+    )
+
+
+class DataQualityChapter(_Strict):
+    """Chapter 00: data quality and unified customer view."""
+
+    examples_per_reason: int = Field(
+        3, ge=0, le=50, description="Example rows (pseudonymised) shown per quarantine reason."
+    )
+
+
+class SummaryChapter(_Strict):
+    """Chapter 99: executive summary."""
+
+    active_days: int = Field(
+        90, ge=1, description="A customer is active when they bought within this many days."
+    )
+
+
+class ChaptersParams(_Strict):
+    """Per-chapter parameters: each block reaches its notebook's ``parameters`` cell."""
+
+    data_quality: DataQualityChapter = Field(
+        default_factory=DataQualityChapter, description="Chapter 00."
+    )
+    summary: SummaryChapter = Field(default_factory=SummaryChapter, description="Chapter 99.")
+
+
+class Params(_Strict):
+    """Every parameter of one report run."""
+
+    client: str = Field(
+        "demo", pattern=r"^[a-z0-9][a-z0-9_-]*$", description="Client slug (report folder name)."
+    )
+    seed: int = Field(20260101, ge=0, description="Seed of every random step of the analysis.")
+    data: DataParams = Field(default_factory=DataParams, description="Input data.")
+    cleaning: CleaningParams = Field(default_factory=CleaningParams, description="Cleaning rules.")
+    identity: IdentityParams = Field(
+        default_factory=IdentityParams, description="Identity resolution."
+    )
+    privacy: PrivacyParams = Field(default_factory=PrivacyParams, description="Privacy.")
+    report: ReportParams = Field(default_factory=ReportParams, description="Rendering.")
+    run: RunParams = Field(default_factory=RunParams, description="Execution.")
+    chapters: ChaptersParams = Field(
+        default_factory=ChaptersParams, description="Per-chapter parameters."
+    )
+
+    def max_valid_date(self, today: dt.date | None = None) -> dt.date:
+        """The latest plausible date: rows dated after it are quarantined as ``future_date``."""
+        if self.cleaning.max_valid_date is not None:
+            return self.cleaning.max_valid_date
+        if self.data.source == "demo":
+            return self.data.demo.end_date
+        return today or dt.datetime.now(dt.UTC).date()
+
+    def fingerprint(self) -> str:
+        """A stable sha256 of the resolved parameters (paths as given)."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+
+# --------------------------------------------------------------------------------------- loading
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: params file not found") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ParamsError(
+            f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})"
+        ) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ParamsError(f"{path}: top level must be a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Make the relative ``data.<table>.path`` values absolute, relative to ``base``."""
+    data = raw.get("data")
+    if not isinstance(data, dict):
+        return raw
+    for table in TABLES:
+        src = data.get(table)
+        if isinstance(src, dict) and isinstance(src.get("path"), str):
+            p = Path(os.path.expandvars(os.path.expanduser(src["path"])))
+            src["path"] = str(p if p.is_absolute() else (base / p).resolve())
+    return raw
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _chain(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, dict[str, Any]]]:
+    """The files a params file builds on, most general first."""
+    path = path.resolve()
+    if path in seen:
+        raise ParamsError(f"{path}: key 'extends': circular extends chain")
+    raw = _read_yaml(path)
+    parent = raw.pop("extends", None)
+    if parent is None and path.name != "default.yml":
+        parent = path.parent / "default.yml"
+        if not parent.is_file():
+            parent = DEFAULT_PARAMS
+    chain: list[tuple[Path, dict[str, Any]]] = []
+    if parent is not None:
+        if not isinstance(parent, str | Path):
+            raise ParamsError(f"{path}: key 'extends': expected a file name, got {parent!r}")
+        ppath = Path(parent)
+        ppath = ppath if ppath.is_absolute() else path.parent / ppath
+        chain = _chain(ppath, (*seen, path))
+    return [*chain, (path, _resolve_paths(raw, path.parent))]
+
+
+def _declared_in(loc: tuple[Any, ...], chain: list[tuple[Path, dict[str, Any]]]) -> Path:
+    """The most specific file in which the key at ``loc`` (or its longest prefix) is written."""
+    best, best_depth = chain[-1][0], -1
+    for path, raw in chain:
+        node: Any = raw
+        depth = 0
+        for part in loc:
+            if isinstance(node, dict) and part in node:
+                node, depth = node[part], depth + 1
+            else:
+                break
+        if depth >= best_depth and depth > 0:
+            best, best_depth = path, depth
+    return best
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def format_validation_error(exc: ValidationError, chain: list[tuple[Path, dict[str, Any]]]) -> str:
+    """One line per problem: ``<file>: key '<dotted.key>': <message> (got <value>)``."""
+    lines = []
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        key = ".".join(str(p) for p in loc) or "<top level>"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check its spelling against params/default.yml)"
+        elif err["type"] != "value_error" and "input" in err:
+            msg += f" (got {err['input']!r})"
+        lines.append(f"{_display(_declared_in(loc, chain))}: key '{key}': {msg}")
+    return "\n".join(lines)
+
+
+def load_params(path: str | Path | None = None) -> Params:
+    """Load and validate a params file (and the files it extends).
+
+    Parameters
+    ----------
+    path
+        A ``params/<client>.yml``; None means ``params/default.yml`` (the demo).
+
+    Returns
+    -------
+    Params
+        The validated, frozen parameters.
+
+    Raises
+    ------
+    ParamsError
+        With one line per problem, each naming the file and the dotted key.
+
+    """
+    chain = _chain(Path(path) if path is not None else DEFAULT_PARAMS)
+    merged: dict[str, Any] = {}
+    for _, raw in chain:
+        merged = _merge(merged, raw)
+    try:
+        params = Params.model_validate(merged)
+    except ValidationError as exc:
+        raise ParamsError(format_validation_error(exc, chain)) from None
+    if params.data.source == "files" and params.data.transactions is None:
+        raise ParamsError(
+            f"{_display(chain[-1][0])}: key 'data.transactions': required when data.source is "
+            "'files' (give its path and column mapping)"
+        )
+    for table in TABLES:
+        src = getattr(params.data, table)
+        if src is None:
+            continue
+        known = set(CANONICAL_COLUMNS[table]["required"]) | set(
+            CANONICAL_COLUMNS[table]["optional"]
+        )
+        for canonical in src.columns:
+            if canonical not in known:
+                where = _display(_declared_in(("data", table, "columns", canonical), chain))
+                raise ParamsError(
+                    f"{where}: key 'data.{table}.columns.{canonical}': not a canonical column of "
+                    f"{table} (known: {', '.join(sorted(known))})"
+                )
+    return params
+
+
+def chapter_parameters(params: Params, slug: str) -> dict[str, Any]:
+    """The parameters a chapter notebook receives from ``chapters.<slug>`` (JSON-able values)."""
+    block = getattr(params.chapters, slug, None)
+    return {} if block is None else block.model_dump(mode="json")
+
+
+def is_slug(text: str) -> bool:
+    """Whether ``text`` is a valid client slug."""
+    return re.fullmatch(r"[a-z0-9][a-z0-9_-]*", text) is not None

@@ -1,0 +1,660 @@
+"""The data layer: load, validate, clean, quarantine, resolve identities, pseudonymise, write.
+
+Client tables are read through DuckDB and the canonical tables and per-customer features are
+written to the run folder.
+
+Every input row ends either *kept* (in ``prepared/<table>.parquet``) or *quarantined* (in
+``quarantine/<table>.parquet`` with one reason code); ``reconciliation`` proves
+``input = kept + sum(quarantined)`` per table and per reason.
+
+Reason codes, checked in this order (a row gets the first that applies):
+
+- ``exact_duplicate``: the whole line repeats an earlier line (the first copy is kept).
+- ``missing_customer_id`` / ``missing_order_id`` / ``missing_event_type``: a required id is empty.
+- ``unparseable_date``: the date cannot be read (ISO 8601 or ``date_format``).
+- ``future_date``: the date is after ``cleaning.max_valid_date``.
+- ``unparseable_quantity`` / ``unparseable_price`` / ``unparseable_score``: not a finite number.
+- ``zero_quantity``: quantity is 0 (a line that sold nothing).
+- ``zero_price`` / ``negative_price``: the unit price is 0 or below.
+- ``score_out_of_range``: a feedback score outside ``cleaning.score_min .. score_max``.
+- ``conflicting_customer_id``: a customers row repeats an id with different attributes.
+
+Returns and cancellations (negative quantity; order ids starting with the cancellation prefix) are
+real business events: they are kept and flagged, never dropped.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from . import features
+from .config import CANONICAL_COLUMNS, TABLES, Params, TableSource
+from .errors import DataError, ParamsError
+from .paths import RunPaths
+
+DEMO_KEY = "demo-key-not-secret"
+
+#: Reason codes per table, in the order they are checked.
+REASONS: dict[str, list[str]] = {
+    "transactions": [
+        "exact_duplicate",
+        "missing_customer_id",
+        "missing_order_id",
+        "unparseable_date",
+        "future_date",
+        "unparseable_quantity",
+        "unparseable_price",
+        "zero_quantity",
+        "zero_price",
+        "negative_price",
+    ],
+    "customers": ["exact_duplicate", "missing_customer_id", "conflicting_customer_id"],
+    "feedback": [
+        "exact_duplicate",
+        "missing_customer_id",
+        "unparseable_date",
+        "future_date",
+        "unparseable_score",
+        "score_out_of_range",
+    ],
+    "events": [
+        "exact_duplicate",
+        "missing_customer_id",
+        "missing_event_type",
+        "unparseable_date",
+        "future_date",
+    ],
+}
+
+
+@dataclass
+class PrepareResult:
+    """What :func:`prepare` did: reconciliation, reference dates, identity merges, timings."""
+
+    reconciliation: dict[str, dict[str, Any]]
+    reference_date: str | None
+    period: dict[str, str | None]
+    inputs: dict[str, dict[str, Any]]
+    identity: dict[str, Any]
+    column_issues: dict[str, dict[str, int]]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-able dict."""
+        return {
+            "reconciliation": self.reconciliation,
+            "reference_date": self.reference_date,
+            "period": self.period,
+            "inputs": self.inputs,
+            "identity": self.identity,
+            "column_issues": self.column_issues,
+            "seconds": self.seconds,
+        }
+
+
+# ------------------------------------------------------------------------------------ utilities
+def connect(
+    memory_limit: str | None = None, threads: int | None = None
+) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection (spills to a temp directory when over ``memory_limit``)."""
+    con = duckdb.connect(":memory:")
+    if memory_limit:
+        con.execute(f"SET memory_limit = '{memory_limit}'")
+    if threads:
+        con.execute(f"SET threads = {int(threads)}")
+    con.execute("SET preserve_insertion_order = true")
+    return con
+
+
+def pseudonym_key(params: Params) -> str:
+    """The secret of the keyed hash: from ``privacy.key_env``; a documented default for the demo."""
+    key = os.environ.get(params.privacy.key_env)
+    if key:
+        return key
+    if params.data.source == "demo":
+        return DEMO_KEY
+    raise ParamsError(
+        f"environment variable {params.privacy.key_env} (key 'privacy.key_env') is not set: "
+        "client data needs a secret key for pseudonymising customer ids; set it, e.g. "
+        f"export {params.privacy.key_env}=$(openssl rand -hex 32), and keep it out of git"
+    )
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _q(name: str) -> str:
+    """Quote an SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _lit(text: str) -> str:
+    """Quote an SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _fmt(path: Path, source: TableSource) -> str:
+    if source.format != "auto":
+        return source.format
+    name = path.name.lower()
+    if name.endswith((".parquet", ".pq")):
+        return "parquet"
+    if name.endswith((".xlsx", ".xlsm", ".xls")):
+        return "excel"
+    return "csv"
+
+
+# ------------------------------------------------------------------------------------- loading
+def register_raw(con: duckdb.DuckDBPyConnection, table: str, source: TableSource) -> dict[str, Any]:
+    """Create the view ``raw_<table>``: canonical column names, every value as text, plus ``_row``.
+
+    ``_row`` is the 1-based data row of the file (row 1 is the line after the header).
+
+    Raises
+    ------
+    DataError
+        When the file is unreadable or empty, or a required column is missing.
+
+    """
+    path = Path(source.path)
+    fmt = _fmt(path, source)
+    try:
+        if fmt == "csv":
+            opts = ["all_varchar = true", "header = true"]
+            if source.delimiter:
+                opts.append(f"delim = {_lit(source.delimiter)}")
+            rel = f"read_csv({_lit(str(path))}, {', '.join(opts)})"
+        elif fmt == "parquet":
+            rel = f"read_parquet({_lit(str(path))})"
+        else:  # Excel: DuckDB's excel extension is not installable offline, so read with openpyxl
+            import pandas as pd
+
+            frame = pd.read_excel(path, sheet_name=source.sheet or 0, dtype=str)
+            con.register(f"_excel_{table}", frame)
+            rel = f"_excel_{table}"
+        cols = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {rel}").fetchall()]
+    except (duckdb.Error, ValueError, OSError) as exc:
+        raise DataError(f"{path}: cannot read the {table} table as {fmt}: {exc}") from None
+
+    spec = CANONICAL_COLUMNS[table]
+    mapping = {c: source.columns.get(c, c) for c in spec["required"] + spec["optional"]}
+    missing = [
+        f"{canon} (column {src!r})" if src != canon else canon
+        for canon, src in mapping.items()
+        if canon in spec["required"] and src not in cols
+    ]
+    if missing:
+        raise DataError(
+            f"{path}: required column {', '.join(missing)} missing from the {table} table "
+            f"(found: {', '.join(cols)}); map your column names under data.{table}.columns"
+        )
+    present = {canon: src for canon, src in mapping.items() if src in cols}
+    select = ", ".join(
+        f"NULLIF(TRIM(CAST({_q(src)} AS VARCHAR)), '') AS {_q(canon)}"
+        for canon, src in present.items()
+    )
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE raw_{table} AS "
+        f"SELECT CAST(row_number() OVER () AS BIGINT) AS _row, {select} FROM {rel}"
+    )
+    n = con.execute(f"SELECT count(*) FROM raw_{table}").fetchone()[0]
+    if n == 0:
+        raise DataError(f"{path}: the {table} table has no data rows (empty file or header only)")
+    extra = sorted(set(cols) - set(present.values()))
+    return {
+        "path": str(path),
+        "format": fmt,
+        "rows": int(n),
+        "sha256": sha256_file(path),
+        "columns": sorted(present),
+        "ignored_columns": extra,
+    }
+
+
+def _parse_ts(col: str, date_format: str | None) -> str:
+    if date_format:
+        return f"try_strptime({col}, {_lit(date_format)})"
+    return f"TRY_CAST({col} AS TIMESTAMP)"
+
+
+def _num(col: str) -> str:
+    return f"(CASE WHEN isfinite(TRY_CAST({col} AS DOUBLE)) THEN TRY_CAST({col} AS DOUBLE) END)"
+
+
+def _typed_sql(
+    table: str, cols: list[str], params: Params, source: TableSource, max_date: dt.date
+) -> str:
+    """SQL that parses ``raw_<table>`` and assigns each row its first failing reason (or NULL)."""
+    fmt = source.date_format
+    future = _lit(str(max_date + dt.timedelta(1)))
+    all_cols = ", ".join(_q(c) for c in cols)
+    dup = f"row_number() OVER (PARTITION BY {all_cols} ORDER BY _row) > 1"
+    checks: list[tuple[str, str]] = [("exact_duplicate", dup)]
+    parsed: list[str] = []
+    if table == "transactions":
+        ts = _parse_ts("order_date", fmt)
+        q, p = _num("quantity"), _num("unit_price")
+        parsed = [f"{ts} AS order_ts", f"{q} AS qty", f"{p} AS price"]
+        checks += [
+            ("missing_customer_id", "customer_id IS NULL"),
+            ("missing_order_id", "order_id IS NULL"),
+            ("unparseable_date", f"{ts} IS NULL"),
+            ("future_date", f"{ts} >= TIMESTAMP {future}"),
+            ("unparseable_quantity", f"{q} IS NULL"),
+            ("unparseable_price", f"{p} IS NULL"),
+            ("zero_quantity", f"{q} = 0"),
+            ("zero_price", f"{p} = 0"),
+            ("negative_price", f"{p} < 0"),
+        ]
+    elif table == "customers":
+        parsed = []
+        for c in ("signup_date", "birth_date"):
+            if c in cols:
+                parsed.append(f"CAST({_parse_ts(c, fmt)} AS DATE) AS {c}_d")
+        for c in ("age", "income"):
+            if c in cols:
+                parsed.append(f"{_num(c)} AS {c}_n")
+        others = [c for c in cols if c != "customer_id"]
+        conflict = (
+            "count(*) OVER (PARTITION BY customer_id) > 1 AND row_number() OVER "
+            "(PARTITION BY customer_id ORDER BY _row) > 1"
+            if others
+            else "FALSE"
+        )
+        checks += [
+            ("missing_customer_id", "customer_id IS NULL"),
+            ("conflicting_customer_id", conflict),
+        ]
+    elif table == "feedback":
+        ts, s = _parse_ts("date", fmt), _num("score")
+        parsed = [f"{ts} AS feedback_ts", f"{s} AS score_n"]
+        c = params.cleaning
+        checks += [
+            ("missing_customer_id", "customer_id IS NULL"),
+            ("unparseable_date", f"{ts} IS NULL"),
+            ("future_date", f"{ts} >= TIMESTAMP {future}"),
+            ("unparseable_score", f"{s} IS NULL"),
+            ("score_out_of_range", f"{s} < {c.score_min} OR {s} > {c.score_max}"),
+        ]
+    elif table == "events":
+        ts = _parse_ts("timestamp", fmt)
+        parsed = [f"{ts} AS event_ts"]
+        checks += [
+            ("missing_customer_id", "customer_id IS NULL"),
+            ("missing_event_type", "event_type IS NULL"),
+            ("unparseable_date", f"{ts} IS NULL"),
+            ("future_date", f"{ts} >= TIMESTAMP {future}"),
+        ]
+    # Window expressions cannot sit inside CASE with other windows portably: compute flags first.
+    flags = ", ".join(f"({cond}) AS _f{i}" for i, (_, cond) in enumerate(checks))
+    case = " ".join(f"WHEN _f{i} THEN {_lit(r)}" for i, (r, _) in enumerate(checks))
+    extra = (", " + ", ".join(parsed)) if parsed else ""
+    return (
+        f"WITH f AS (SELECT *{extra}, {flags} FROM raw_{table}) "
+        f"SELECT * EXCLUDE ({', '.join(f'_f{i}' for i in range(len(checks)))}), "
+        f"CASE {case} END AS _reason FROM f"
+    )
+
+
+# ----------------------------------------------------------------------------- identity + privacy
+def _pseudo(expr: str) -> str:
+    """Keyed hash of an id: ``c_`` + 16 hex digits of sha256(key | id). Same SQL on Spark (sha2)."""
+    return f"('c_' || left(sha256(getvariable('crm_key') || '|' || {expr}), 16))"
+
+
+def resolve_identities(con: duckdb.DuckDBPyConnection, params: Params) -> dict[str, Any]:
+    """Merge customer ids that share a normalised e-mail or phone (connected components).
+
+    Creates ``id_map(customer_id, canonical_id)`` over every kept customer row and the audit table
+    ``identity_merges(merged_key, canonical_key, evidence)``. Normalisation: e-mail lower-cased and
+    trimmed; phone reduced to its last 10 digits (so ``+44 7700 900123``, ``0044 7700-900123`` and
+    ``07700 900123`` agree); shorter phones are not evidence. Ids listed (pseudonymised) in
+    ``identity.keep_separate`` are never merged.
+    """
+    cols = {r[0] for r in con.execute("DESCRIBE cust_kept").fetchall()}
+    use = [k for k in params.identity.match_on if k in cols] if params.identity.enabled else []
+    email = "lower(trim(email))" if "email" in use else "NULL"
+    phone = (
+        "CASE WHEN length(regexp_replace(phone, '[^0-9]', '', 'g')) >= 10 THEN "
+        "right(regexp_replace(phone, '[^0-9]', '', 'g'), 10) END"
+        if "phone" in use
+        else "NULL"
+    )
+    keep = ", ".join(_lit(k) for k in params.identity.keep_separate) or "NULL"
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE id_keys AS SELECT DISTINCT customer_id, "
+        f"CASE WHEN {_pseudo('customer_id')} IN ({keep}) THEN NULL ELSE {email} END AS k_email, "
+        f"CASE WHEN {_pseudo('customer_id')} IN ({keep}) THEN NULL ELSE {phone} END AS k_phone "
+        f"FROM cust_kept"
+    )
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE id_lab AS SELECT *, customer_id AS label FROM id_keys"
+    )
+    iterations = 0
+    while iterations < 50:
+        iterations += 1
+        # Each id takes the smallest label among the ids sharing its e-mail or its phone; a NULL
+        # key is no evidence (window partitions would otherwise group all NULLs together).
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE id_next AS SELECT customer_id, k_email, k_phone, least(label, "
+            "CASE WHEN k_email IS NOT NULL THEN min(label) OVER (PARTITION BY k_email) ELSE label END, "
+            "CASE WHEN k_phone IS NOT NULL THEN min(label) OVER (PARTITION BY k_phone) ELSE label END"
+            ") AS label FROM id_lab"
+        )
+        changed = con.execute(
+            "SELECT count(*) FROM id_next n JOIN id_lab o USING (customer_id) WHERE n.label <> o.label"
+        ).fetchone()[0]
+        con.execute("CREATE OR REPLACE TEMP TABLE id_lab AS SELECT * FROM id_next")
+        if changed == 0:
+            break
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE id_map AS SELECT customer_id, label AS canonical_id FROM id_lab"
+    )
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE identity_merges AS
+        WITH m AS (SELECT k.customer_id, k.k_email, k.k_phone, m.canonical_id
+                   FROM id_keys k JOIN id_map m USING (customer_id))
+        SELECT {_pseudo("a.customer_id")} AS merged_key, {_pseudo("a.canonical_id")} AS canonical_key,
+          CASE WHEN bool_or(a.k_email = b.k_email) AND bool_or(a.k_phone = b.k_phone) THEN 'email+phone'
+               WHEN bool_or(a.k_email = b.k_email) THEN 'email' ELSE 'phone' END AS evidence
+        FROM m a JOIN m b ON a.canonical_id = b.canonical_id AND a.customer_id <> b.customer_id
+        WHERE a.customer_id <> a.canonical_id
+        GROUP BY ALL ORDER BY canonical_key, merged_key"""
+    )
+    n = con.execute("SELECT count(*) FROM identity_merges").fetchone()[0]
+    groups = con.execute("SELECT count(DISTINCT canonical_key) FROM identity_merges").fetchone()[0]
+    return {
+        "enabled": params.identity.enabled,
+        "match_on": use,
+        "merged_ids": int(n),
+        "merged_groups": int(groups),
+        "iterations": iterations,
+        "kept_separate": list(params.identity.keep_separate),
+    }
+
+
+# ---------------------------------------------------------------------------------------- prepare
+def prepare(
+    params: Params,
+    inputs: dict[str, TableSource],
+    run: RunPaths,
+    con: duckdb.DuckDBPyConnection | None = None,
+    *,
+    today: dt.date | None = None,
+) -> PrepareResult:
+    """Load, validate, clean, quarantine, resolve identities, pseudonymise and write the tables.
+
+    Parameters
+    ----------
+    params
+        The validated parameters.
+    inputs
+        Table name -> source (``transactions`` required; others optional).
+    run
+        The run folder; writes ``prepared/*.parquet``, ``quarantine/*.parquet`` and
+        ``prepared/prepare.json``.
+    con
+        A DuckDB connection (a new in-memory one when None).
+    today
+        The run date, used as the latest valid date for client files without
+        ``cleaning.max_valid_date``.
+
+    Returns
+    -------
+    PrepareResult
+
+    """
+    if "transactions" not in inputs:
+        raise DataError("no transactions table given: it is the one required input")
+    con = con or connect(params.run.duckdb_memory_limit)
+    run.make()
+    con.execute("SET VARIABLE crm_key = ?", [pseudonym_key(params)])
+    max_date = params.max_valid_date(today)
+    seconds: dict[str, float] = {}
+    info: dict[str, dict[str, Any]] = {}
+    recon: dict[str, dict[str, Any]] = {}
+    column_issues: dict[str, dict[str, int]] = {}
+
+    t0 = time.perf_counter()
+    for table in TABLES:
+        if table not in inputs:
+            continue
+        info[table] = register_raw(con, table, inputs[table])
+        cols = [c for c in info[table]["columns"]]
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE typed_{table} AS "
+            + _typed_sql(table, cols, params, inputs[table], max_date)
+        )
+        rows = con.execute(
+            f"SELECT _reason, count(*) FROM typed_{table} WHERE _reason IS NOT NULL "
+            f"GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+        quarantined = {r: int(n) for r, n in rows}
+        kept = con.execute(f"SELECT count(*) FROM typed_{table} WHERE _reason IS NULL").fetchone()[
+            0
+        ]
+        recon[table] = {
+            "input": info[table]["rows"],
+            "kept": int(kept),
+            "quarantined": quarantined,
+        }
+        if recon[table]["input"] != recon[table]["kept"] + sum(quarantined.values()):
+            raise DataError(f"{table}: reconciliation does not balance: {recon[table]}")
+    seconds["load_validate"] = time.perf_counter() - t0
+
+    # Customers: identity resolution, then PII removed.
+    t0 = time.perf_counter()
+    if "customers" in inputs:
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE cust_kept AS SELECT * FROM typed_customers WHERE _reason IS NULL"
+        )
+        identity = resolve_identities(con, params)
+        for c in ("signup_date", "birth_date", "age", "income"):
+            if c in info["customers"]["columns"]:
+                src = f"{c}_d" if c.endswith("date") else f"{c}_n"
+                bad = con.execute(
+                    f"SELECT count(*) FROM cust_kept WHERE {c} IS NOT NULL AND {src} IS NULL"
+                ).fetchone()[0]
+                if bad:
+                    column_issues.setdefault("customers", {})[f"unparseable_{c}"] = int(bad)
+    else:
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE id_map (customer_id VARCHAR, canonical_id VARCHAR)"
+        )
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE identity_merges "
+            "(merged_key VARCHAR, canonical_key VARCHAR, evidence VARCHAR)"
+        )
+        identity = {
+            "enabled": False,
+            "merged_ids": 0,
+            "merged_groups": 0,
+            "reason": "no customers table",
+        }
+    seconds["identity"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    key = "coalesce(m.canonical_id, t.customer_id)"
+    tx_cols = info["transactions"]["columns"]
+    opt = [c for c in ("product_id", "category", "channel", "country", "store") if c in tx_cols]
+    prefix = params.cleaning.cancellation_prefix
+    is_cancel = f"starts_with(t.order_id, {_lit(prefix)})" if prefix else "FALSE"
+    non_product = ", ".join(_lit(c) for c in params.cleaning.non_product_codes)
+    is_product = (
+        f"NOT coalesce(t.product_id IN ({non_product}), FALSE)"
+        if non_product and "product_id" in tx_cols
+        else "TRUE"
+    )
+    name_sql = ""
+    if "product_name" in tx_cols:
+        # One display name per normalised name (case and runs of whitespace ignored): the most
+        # frequent spelling, ties broken alphabetically, so variants collapse deterministically.
+        con.execute(
+            """CREATE OR REPLACE TEMP TABLE product_names AS
+            SELECT norm, arg_min(spelling, (-n, spelling)) AS product_name, count(*) AS variants
+            FROM (SELECT lower(regexp_replace(product_name, '\\s+', ' ', 'g')) AS norm,
+                         regexp_replace(product_name, '\\s+', ' ', 'g') AS spelling, count(*) AS n
+                  FROM typed_transactions WHERE _reason IS NULL AND product_name IS NOT NULL
+                  GROUP BY ALL) GROUP BY norm"""
+        )
+        variants = con.execute(
+            "SELECT coalesce(sum(variants - 1), 0) FROM product_names"
+        ).fetchone()[0]
+        column_issues.setdefault("transactions", {})["product_name_variants"] = int(variants)
+        name_sql = ", pn.product_name AS product_name"
+    name_join = (
+        "LEFT JOIN product_names pn "
+        "ON pn.norm = lower(regexp_replace(t.product_name, '\\s+', ' ', 'g'))"
+        if name_sql
+        else ""
+    )
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE transactions AS
+        SELECT {_pseudo(key)} AS customer_key, t.order_id, t.order_ts, CAST(t.order_ts AS DATE) AS order_date,
+          {"".join(f"t.{c}, " for c in opt)}t.qty AS quantity, t.price AS unit_price,
+          t.qty * t.price AS amount, t.qty < 0 AS is_return, {is_cancel} AS is_cancellation,
+          {is_product} AS is_product, t._row AS source_row{name_sql}
+        FROM typed_transactions t
+        LEFT JOIN id_map m ON m.customer_id = t.customer_id
+        {name_join}
+        WHERE t._reason IS NULL
+        ORDER BY t._row"""
+    )
+    ref = con.execute(
+        "SELECT CAST(max(order_date) + INTERVAL 1 DAY AS DATE), min(order_date) FROM transactions"
+    ).fetchone()
+    reference_date = ref[0]
+    period = {
+        "start": str(ref[1]) if ref[1] else None,
+        "end": str(reference_date - dt.timedelta(1)) if reference_date else None,
+    }
+
+    # The unified customer view: customer attributes (merged ids) + transaction features.
+    features.create_customer_features(con, reference_date)
+    _unified_customers(con, info, reference_date)
+    _write_side_tables(con, info, params)
+    seconds["transform"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    out = run.prepared
+    for name in ("transactions", "customers", "identity_merges") + tuple(
+        t for t in ("feedback", "events") if t in inputs
+    ):
+        con.execute(
+            f"COPY (SELECT * FROM {name}) TO {_lit(str(out / f'{name}.parquet'))} (FORMAT parquet)"
+        )
+    _write_quarantine(con, info, run)
+    seconds["write"] = time.perf_counter() - t0
+
+    result = PrepareResult(
+        reconciliation=recon,
+        reference_date=str(reference_date) if reference_date else None,
+        period=period,
+        inputs={
+            t: {k: v for k, v in d.items() if k != "path"} | {"file": Path(d["path"]).name}
+            for t, d in info.items()
+        },
+        identity=identity,
+        column_issues=column_issues,
+        seconds={k: round(v, 3) for k, v in seconds.items()},
+    )
+    (out / "prepare.json").write_text(json.dumps(result.to_json(), indent=2, sort_keys=True) + "\n")
+    return result
+
+
+def _unified_customers(
+    con: duckdb.DuckDBPyConnection, info: dict[str, Any], reference: dt.date | None
+) -> None:
+    ref = _lit(str(reference)) if reference else "current_date"
+    if "customers" in info:
+        cols = info["customers"]["columns"]
+        attrs = []
+        if "signup_date" in cols:
+            attrs.append("min(c.signup_date_d) AS signup_date")
+        if "birth_date" in cols:
+            attrs.append(
+                f"CAST(floor(date_diff('day', min(c.birth_date_d), DATE {ref}) / 365.25) AS INTEGER) AS age"
+            )
+        elif "age" in cols:
+            attrs.append("CAST(round(any_value(c.age_n ORDER BY c._row)) AS INTEGER) AS age")
+        for c in ("gender", "region"):
+            if c in cols:
+                attrs.append(f"arg_min(c.{c}, c._row) FILTER (WHERE c.{c} IS NOT NULL) AS {c}")
+        if "income" in cols:
+            attrs.append(
+                "arg_min(c.income_n, c._row) FILTER (WHERE c.income_n IS NOT NULL) AS income"
+            )
+        sel = (", " + ", ".join(attrs)) if attrs else ""
+        con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE cust_attr AS
+            SELECT {_pseudo("m.canonical_id")} AS customer_key, count(*) AS source_ids{sel}
+            FROM cust_kept c JOIN id_map m USING (customer_id) GROUP BY m.canonical_id"""
+        )
+        con.execute(
+            """CREATE OR REPLACE TEMP TABLE customers AS
+            SELECT coalesce(a.customer_key, f.customer_key) AS customer_key,
+                   a.customer_key IS NOT NULL AS in_customer_table, coalesce(a.source_ids, 1) AS source_ids,
+                   a.* EXCLUDE (customer_key, source_ids),
+                   f.* EXCLUDE (customer_key)
+            FROM cust_attr a FULL OUTER JOIN customer_features f USING (customer_key)
+            ORDER BY customer_key"""
+        )
+    else:
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE customers AS SELECT customer_key, FALSE AS in_customer_table, "
+            "1 AS source_ids, * EXCLUDE (customer_key) FROM customer_features ORDER BY customer_key"
+        )
+
+
+def _write_side_tables(
+    con: duckdb.DuckDBPyConnection, info: dict[str, Any], params: Params
+) -> None:
+    key = _pseudo("coalesce(m.canonical_id, t.customer_id)")
+    if "feedback" in info:
+        cols = info["feedback"]["columns"]
+        opt = "".join(f", t.{c}" for c in ("channel", "type", "text") if c in cols)
+        con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE feedback AS
+            SELECT {key} AS customer_key, t.feedback_ts AS date, t.score_n AS score{opt}, t._row AS source_row
+            FROM typed_feedback t LEFT JOIN id_map m ON m.customer_id = t.customer_id
+            WHERE t._reason IS NULL ORDER BY t._row"""
+        )
+    if "events" in info:
+        cols = info["events"]["columns"]
+        opt = "".join(f", t.{c}" for c in ("product_id", "session_id") if c in cols)
+        con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE events AS
+            SELECT {key} AS customer_key, t.event_ts AS timestamp, t.event_type{opt}, t._row AS source_row
+            FROM typed_events t LEFT JOIN id_map m ON m.customer_id = t.customer_id
+            WHERE t._reason IS NULL ORDER BY t._row"""
+        )
+
+
+def _write_quarantine(con: duckdb.DuckDBPyConnection, info: dict[str, Any], run: RunPaths) -> None:
+    """Quarantined rows with their reason; ids pseudonymised and PII columns left out."""
+    pii = {"name", "email", "phone", "address", "birth_date"}
+    for table, d in info.items():
+        cols = [c for c in d["columns"] if c not in pii and c != "customer_id"]
+        sel = ", ".join(_q(c) for c in cols)
+        con.execute(
+            f"""COPY (SELECT _row AS source_row, _reason AS reason,
+                   CASE WHEN customer_id IS NULL THEN NULL ELSE {_pseudo("customer_id")} END AS customer_key,
+                   {sel} FROM typed_{table} WHERE _reason IS NOT NULL ORDER BY _row)
+            TO {_lit(str(run.quarantine / f"{table}.parquet"))} (FORMAT parquet)"""
+        )

@@ -1,0 +1,59 @@
+"""The chapter registry: adding a chapter is one notebook, one models module and one line here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .paths import NOTEBOOKS_DIR
+
+
+@dataclass(frozen=True)
+class Chapter:
+    """One chapter of the report: its notebook ``notebooks/<number>-<slug>.ipynb``."""
+
+    number: str
+    slug: str
+    title: str
+    reads: tuple[str, ...] = ()  # artifact slugs of other chapters it reads
+
+    @property
+    def notebook(self) -> Path:
+        """The source notebook (outputs stripped)."""
+        return NOTEBOOKS_DIR / f"{self.number}-{self.slug}.ipynb"
+
+    @property
+    def filename(self) -> str:
+        """File name of the notebook."""
+        return f"{self.number}-{self.slug}.ipynb"
+
+
+CHAPTERS: tuple[Chapter, ...] = (
+    Chapter("00", "data_quality", "Data quality and unified customer view"),
+    Chapter("99", "summary", "Executive summary and actions", reads=("*",)),
+)
+FIRST, LAST = "data_quality", "summary"
+
+
+def by_slug(slug: str) -> Chapter:
+    """The chapter with this slug."""
+    for ch in CHAPTERS:
+        if ch.slug == slug:
+            return ch
+    raise KeyError(slug)
+
+
+def selected(slugs: list[str] | None) -> list[Chapter]:
+    """The chapters to run, in order: all when ``slugs`` is None; 00 and 99 always."""
+    if slugs is None:
+        return list(CHAPTERS)
+    unknown = sorted(set(slugs) - {c.slug for c in CHAPTERS})
+    if unknown:
+        from .errors import ParamsError
+
+        known = ", ".join(c.slug for c in CHAPTERS)
+        raise ParamsError(
+            f"key 'run.chapters': unknown chapter {', '.join(unknown)} (known: {known})"
+        )
+    keep = set(slugs) | {FIRST, LAST}
+    return [c for c in CHAPTERS if c.slug in keep]

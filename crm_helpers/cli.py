@@ -1,0 +1,117 @@
+"""``crm-report``: run, validate, demo-data. Errors for users print without a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import CRMError
+
+
+def _progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Build the report for one or more params files."""
+    from .report.runner import run_report
+
+    code = 0
+    for p in args.params or [None]:
+        result = run_report(p, workers=args.workers, renderer=args.renderer, progress=_progress)
+        if not result.ok:
+            code = 1
+    return code
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Check params and data, and print a data-quality summary; runs no notebook."""
+    import tempfile
+
+    from .config import load_params
+    from .data import connect, prepare
+    from .paths import RunPaths
+    from .report.runner import input_sources
+
+    params = load_params(args.params)
+    print(f"params OK: client {params.client}, data source {params.data.source}")
+    inputs = input_sources(params, _progress)
+    with tempfile.TemporaryDirectory(prefix="crm-validate-") as tmp:
+        res = prepare(params, inputs, RunPaths(Path(tmp)), connect(params.run.duckdb_memory_limit))
+    for table, r in res.reconciliation.items():
+        q = sum(r["quarantined"].values())
+        print(f"{table}: {r['input']:,} rows = {r['kept']:,} kept + {q:,} quarantined")
+        for reason, n in sorted(r["quarantined"].items(), key=lambda kv: -kv[1]):
+            print(f"  {reason}: {n:,}")
+    print(f"identity resolution: {res.identity.get('merged_ids', 0):,} ids merged")
+    print(f"data period: {res.period['start']} to {res.period['end']}")
+    if args.json:
+        print(json.dumps(res.to_json(), indent=2, sort_keys=True))
+    return 0
+
+
+def cmd_demo_data(args: argparse.Namespace) -> int:
+    """Write the demo tables (and their ground truth) for the params' demo settings."""
+    from .config import load_params
+    from .demo import generate_demo
+
+    d = load_params(args.params).data.demo
+    out = Path(args.out)
+    truth = generate_demo(
+        out,
+        customers=args.customers or d.customers,
+        lines=args.lines or d.lines,
+        start_date=d.start_date,
+        years=d.years,
+        seed=d.seed,
+        dirt=d.dirt,
+    )
+    print(f"demo data written to {out} ({len(truth.get('customer_segment', {})):,} customers)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
+    parser = argparse.ArgumentParser(prog="crm-report", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="build the report (HTML, PDF, artifacts, manifest)")
+    run.add_argument("--params", action="append", help="params file (repeat for several clients)")
+    run.add_argument("--workers", type=int, help="chapters executed in parallel")
+    run.add_argument("--renderer", choices=["auto", "quarto", "pandoc"], help="rendering path")
+    run.set_defaults(func=cmd_run)
+
+    val = sub.add_parser("validate", help="check params and data; print a data-quality summary")
+    val.add_argument("--params", help="params file (default: params/default.yml)")
+    val.add_argument("--json", action="store_true", help="also print the full summary as JSON")
+    val.set_defaults(func=cmd_validate)
+
+    demo = sub.add_parser("demo-data", help="write the demo data and its planted ground truth")
+    demo.add_argument("--params", help="params file whose data.demo block to use")
+    demo.add_argument("--out", default="demo_data/manual", help="output folder")
+    demo.add_argument("--customers", type=int, help="override data.demo.customers")
+    demo.add_argument("--lines", type=int, help="override data.demo.lines")
+    demo.set_defaults(func=cmd_demo_data)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``crm-report`` console script."""
+    args = build_parser().parse_args(argv)
+    if getattr(args, "workers", None) is not None and args.workers < 1:
+        print("error: --workers must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        return args.func(args)
+    except CRMError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

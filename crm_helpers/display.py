@@ -1,0 +1,72 @@
+"""What a chapter shows: tables and sentences as Markdown.
+
+Both renderers turn Markdown into real tables (HTML and PDF), and it diffs cleanly in executed
+notebooks.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from IPython.display import Markdown
+
+
+def fmt_num(value: Any, digits: int = 0) -> str:
+    """A number with thousands separators (``12,345``; ``12.3`` with ``digits=1``)."""
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return "n/a"
+    return f"{value:,.{digits}f}"
+
+
+def fmt_pct(value: float | None, digits: int = 1) -> str:
+    """A share as a percentage (``0.123`` -> ``12.3 %``)."""
+    if value is None or pd.isna(value):
+        return "n/a"
+    return f"{100 * value:.{digits}f} %"
+
+
+def table(
+    df: pd.DataFrame,
+    *,
+    caption: str | None = None,
+    index: bool = False,
+    floatfmt: str | Sequence[str] = ",.2f",
+    max_rows: int = 30,
+) -> Markdown:
+    """A data frame as a Markdown pipe table (at most ``max_rows`` rows, noted when cut)."""
+    shown = df.head(max_rows)
+    text = shown.to_markdown(index=index, floatfmt=floatfmt, intfmt=",")
+    if caption:
+        text += f"\n\n: {caption}"
+    if len(df) > max_rows:
+        text += f"\n\n*First {max_rows} of {len(df):,} rows.*"
+    return Markdown(text)
+
+
+def say(text: str) -> Markdown:
+    """A sentence or paragraph of Markdown computed from data."""
+    return Markdown(text)
+
+
+def not_available(chapter: str, needs: str) -> Markdown:
+    """The short page a chapter shows when its inputs are absent or too thin."""
+    return Markdown(
+        f"**{chapter} is not available for this data.** It needs {needs}. "
+        "No numbers are shown rather than numbers we cannot stand behind."
+    )
+
+
+def provenance(run_dir: str | Path) -> Markdown:
+    """A small provenance table: package versions, git revision, parameter and data fingerprints."""
+    info = json.loads((Path(run_dir) / "run_info.json").read_text())
+    rows = [("crm_helpers", info["crm_helpers_version"]), ("git revision", info["git"]["revision"])]
+    rows.append(("params sha256", info["params_sha256"][:16]))
+    for t, d in sorted(info["inputs"].items()):
+        rows.append((f"{t} input sha256", d["sha256"][:16]))
+    rows += sorted(info["packages"].items())
+    df = pd.DataFrame(rows, columns=["item", "value"])
+    return Markdown("**Provenance**\n\n" + df.to_markdown(index=False))

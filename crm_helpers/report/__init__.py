@@ -1,0 +1,1 @@
+"""Running and rendering a report: the runner (papermill) and the two renderers."""

@@ -1,0 +1,1 @@
+"""One module per analysis topic (clv, segment, basket, recommend, churn, forecast, satisfaction)."""

@@ -11,7 +11,13 @@ from .errors import CRMError
 
 
 def _progress(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
+    """Progress on stderr: cell-by-cell on a terminal (one updating line), milestones otherwise."""
+    tty = sys.stderr.isatty()
+    if "] cell " in line:
+        if tty:
+            print(f"\r{line:<60}", end="", file=sys.stderr, flush=True)
+        return
+    print(("\r" if tty else "") + line, file=sys.stderr, flush=True)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -313,6 +313,13 @@ def _typed_sql(
 
 
 # ----------------------------------------------------------------------------- identity + privacy
+def pseudonymise(value: str, key: str) -> str:
+    """The pseudonym of one raw id, exactly as the SQL computes it (for checks and restricted lists)."""
+    import hashlib
+
+    return "c_" + hashlib.sha256(f"{key}|{value}".encode()).hexdigest()[:16]
+
+
 def _pseudo(expr: str) -> str:
     """Keyed hash of an id: ``c_`` + 16 hex digits of sha256(key | id). Same SQL on Spark (sha2)."""
     return f"('c_' || left(sha256(getvariable('crm_key') || '|' || {expr}), 16))"

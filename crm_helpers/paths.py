@@ -13,7 +13,6 @@ PARAMS_DIR = PROJECT_ROOT / "params"
 REPORTS_DIR = PROJECT_ROOT / "reports"
 DEMO_DATA_DIR = PROJECT_ROOT / "demo_data"
 QUARTO_PROJECT_FILE = PROJECT_ROOT / "_quarto.yml"
-SQL_DIR = PACKAGE_DIR / "sql"
 ASSETS_DIR = PACKAGE_DIR / "report" / "assets"
 DEFAULT_PARAMS = PARAMS_DIR / "default.yml"
 

@@ -26,7 +26,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     code = 0
     for p in args.params or [None]:
-        result = run_report(p, workers=args.workers, renderer=args.renderer, progress=_progress)
+        kw = {"reports_dir": Path(args.reports_dir)} if args.reports_dir else {}
+        result = run_report(p, workers=args.workers, renderer=args.renderer, progress=_progress, **kw)
         if not result.ok:
             code = 1
     return code
@@ -87,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--params", action="append", help="params file (repeat for several clients)")
     run.add_argument("--workers", type=int, help="chapters executed in parallel")
     run.add_argument("--renderer", choices=["auto", "quarto", "pandoc"], help="rendering path")
+    run.add_argument("--reports-dir", help="where <client>/<version>/ goes (default: reports/)")
     run.set_defaults(func=cmd_run)
 
     val = sub.add_parser("validate", help="check params and data; print a data-quality summary")

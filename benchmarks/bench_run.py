@@ -1,0 +1,95 @@
+"""Time `crm-report run` on the demo at several sizes; write benchmarks/results/run.json.
+
+Each size runs in a fresh process: wall time, peak memory of the whole process tree (the runner
+and its notebook kernels, sampled every 0.1 s with psutil) and the per-step times that the run's
+manifest records. The demo data is generated first (cached) and timed separately.
+
+    python benchmarks/bench_run.py [--lines 10000 100000 1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "benchmarks" / "results" / "run.json"
+
+
+def tree_rss(proc: psutil.Process) -> int:
+    total = 0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
+
+
+def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float, int]:
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    ps, peak = psutil.Process(proc.pid), 0
+    while proc.poll() is None:
+        peak = max(peak, tree_rss(ps))
+        time.sleep(0.1)
+    err = proc.stderr.read()
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{err[-3000:]}")
+    return time.perf_counter() - t0, peak / 2**20, proc.returncode
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--lines", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    args = ap.parse_args()
+    rows = []
+    env = os.environ | {"MPLBACKEND": "Agg"}
+    with tempfile.TemporaryDirectory() as tmp:
+        for lines in args.lines:
+            customers = max(100, lines // 20)
+            params = Path(tmp) / f"bench{lines}.yml"
+            params.write_text(
+                f"extends: {ROOT / 'params' / 'default.yml'}\nclient: bench\n"
+                f"data:\n  demo:\n    customers: {customers}\n    lines: {lines}\n"
+                f"report:\n  version: l{lines}\n  renderer: pandoc\n"
+            )
+            cli = [sys.executable, "-m", "crm_helpers.cli"]
+            gen_s, gen_mb, _ = timed([*cli, "demo-data", "--params", str(params), "--out",
+                                      str(Path(tmp) / f"demo{lines}")], env)
+            subprocess.run([*cli, "validate", "--params", str(params)], env=env, check=True,
+                           capture_output=True)  # generates the cached demo data used by run
+            reports = Path(tmp) / "reports"
+            wall, peak, _ = timed([*cli, "run", "--params", str(params), "--reports-dir", str(reports)], env)
+            manifest = json.loads((reports / "bench" / f"l{lines}" / "manifest.json").read_text())
+            rows.append({
+                "lines": lines,
+                "customers": customers,
+                "input_lines": manifest["reconciliation"]["transactions"]["input"],
+                "seconds": round(wall, 2),
+                "peak_mb": round(peak, 1),
+                "steps": manifest["timings"],
+                "chapters": {c["slug"]: c["seconds"] for c in manifest["chapters"]},
+                "demo_generation_seconds": round(gen_s, 2),
+            })
+            print(json.dumps(rows[-1]), flush=True)
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps({
+        "machine": {"cpus": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+                    "platform": platform.platform(), "python": platform.python_version()},
+        "command": "crm-report run (demo, pandoc renderer)",
+        "results": rows,
+    }, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,235 @@
+"""End to end: params -> prepared data -> executed notebooks -> HTML + PDF, on a small demo."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+from pypdf import PdfReader
+
+from crm_helpers import chapters as registry
+from crm_helpers.config import load_params
+from crm_helpers.data import pseudonymise
+from crm_helpers.paths import DEFAULT_PARAMS, DEMO_DATA_DIR
+from crm_helpers.report.runner import run_report
+
+from .conftest import write
+
+pytestmark = pytest.mark.slow
+
+SMALL = f"""extends: {DEFAULT_PARAMS}
+client: e2e
+data:
+  demo:
+    customers: 400
+    lines: 8000
+report:
+  renderer: pandoc
+"""
+
+
+def _params_file(tmp: Path, version: str, extra: str = "") -> Path:
+    return write(tmp / f"{version}.yml", SMALL + f"report:\n  renderer: pandoc\n  version: {version}\n" + extra)
+
+
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory):
+    return tmp_path_factory.mktemp("reports")
+
+
+@pytest.fixture(scope="module")
+def first_run(reports, tmp_path_factory):
+    import os
+
+    os.environ.pop("CRM_PSEUDONYM_KEY", None)  # the demo uses its documented default key
+    tmp = tmp_path_factory.mktemp("params")
+    result = run_report(_params_file(tmp, "v1"), reports_dir=reports, progress=lambda _: None)
+    return result
+
+
+def _truth(params_path: Path) -> dict:
+    d = load_params(params_path).data.demo
+    folder = next(DEMO_DATA_DIR.glob(f"c{d.customers}-l{d.lines}-s{d.seed}-*"))
+    return json.loads((folder / "ground_truth.json").read_text())
+
+
+def _strings(obj):
+    if isinstance(obj, dict):
+        for v in obj.values():
+            yield from _strings(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _strings(v)
+    elif isinstance(obj, str) and len(obj) >= 5:
+        yield obj
+
+
+def _text_of(path: Path) -> str:
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path).astype(str).to_csv()
+    if path.suffix == ".pdf":
+        return "\n".join(page.extract_text() for page in PdfReader(path).pages)
+    return path.read_bytes().decode("utf-8", errors="replace")
+
+
+def test_run_completes_and_becomes_latest(first_run, reports):
+    assert first_run.ok, first_run.manifest["chapters"]
+    latest = reports / "e2e" / "latest"
+    assert latest.is_symlink() and latest.resolve() == first_run.run_dir.resolve()
+
+
+def test_html_holds_every_chapter_figures_and_no_code(first_run):
+    html = (first_run.run_dir / "report.html").read_text()
+    for ch in registry.CHAPTERS:
+        assert re.search(rf"<h1[^>]*>{re.escape(ch.title)}</h1>", html), ch.title
+    figures = re.findall(r'<img[^>]+src="data:image/png;base64,', html)
+    assert len(figures) >= 3
+    assert 'src="http' not in html and "<script src=" not in html  # opens offline
+    for code in ("import ", "artifacts.save", "plt.show()", "run_dir", "Traceback"):
+        assert code not in html, code
+    assert "Every row accounted for" in html and "Headline KPIs" in html
+    assert "<table" in html
+
+
+def test_pdf_holds_every_chapter_title_page_and_no_errors(first_run):
+    pdf = first_run.run_dir / "report.pdf"
+    reader = PdfReader(pdf)
+    text = "\n".join(p.extract_text() for p in reader.pages)
+    assert len(reader.pages) >= 4
+    first = reader.pages[0].extract_text()
+    assert "CRM insight report" in first and "e2e" in first and "v1" in first
+    assert re.search(r"data \d{4}-\d\d-\d\d to \d{4}-\d\d-\d\d", first)
+    for ch in registry.CHAPTERS:
+        assert ch.title in text, ch.title
+    assert "Traceback" not in text and "Error" not in text
+    images = sum(len(p.images) for p in reader.pages)
+    assert images >= 3
+
+
+def test_executed_notebooks_have_no_error_outputs(first_run):
+    for ch in registry.CHAPTERS:
+        nb = nbformat.read(first_run.run_dir / "notebooks" / ch.filename, as_version=4)
+        outs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+        assert not [o for o in outs if o.output_type == "error"], ch.slug
+        assert not [o for o in outs if o.output_type == "stream" and o.name == "stderr"], ch.slug
+        assert any(o.output_type in ("display_data", "execute_result") for o in outs)
+
+
+def test_manifest_is_complete_and_reconciliation_balances(first_run):
+    m = json.loads((first_run.run_dir / "manifest.json").read_text())
+    for key in ("client", "version", "params", "params_sha256", "inputs", "packages", "git",
+                "chapters", "reconciliation", "timings", "renderer", "period"):
+        assert m.get(key) is not None, key
+    assert m["status"] == "complete" and m["renderer"] == "pandoc"
+    assert {"revision", "dirty"} <= set(m["git"])
+    assert [c["slug"] for c in m["chapters"]] == [c.slug for c in registry.CHAPTERS]
+    assert all(c["status"] == "ok" and c["seconds"] > 0 and c["error"] is None for c in m["chapters"])
+    for table, d in m["inputs"].items():
+        assert re.fullmatch(r"[0-9a-f]{64}", d["sha256"]) and d["rows"] > 0, table
+    for table, r in m["reconciliation"].items():
+        assert r["input"] == r["kept"] + sum(r["quarantined"].values()), table
+    assert m["reconciliation"]["transactions"]["input"] > 7000
+
+
+def test_reconciliation_matches_the_planted_dirt(first_run):
+    truth = _truth(_params_file(first_run.run_dir.parent, "check"))
+    dirt = truth["dirt"]
+    q = json.loads((first_run.run_dir / "manifest.json").read_text())["reconciliation"]["transactions"]["quarantined"]
+    assert q.get("exact_duplicate", 0) == dirt["exact_duplicate_lines"]["count"] if isinstance(dirt.get("exact_duplicate_lines"), dict) else True
+
+
+def test_identity_resolution_recovers_the_planted_duplicates(first_run):
+    truth = _truth(_params_file(first_run.run_dir.parent, "check2"))
+    from crm_helpers.data import DEMO_KEY
+
+    planted = {frozenset((pseudonymise(p["canonical_id"], DEMO_KEY), pseudonymise(p["duplicate_id"], DEMO_KEY)))
+               for p in truth["identity"]["pairs"]}
+    merges = pd.read_parquet(first_run.run_dir / "prepared" / "identity_merges.parquet")
+    found = {frozenset((m, c)) for m, c in zip(merges["merged_key"], merges["canonical_key"], strict=True)}
+    assert planted, "the demo plants duplicates"
+    precision = len(found & planted) / len(found)
+    recall = len(found & planted) / len(planted)
+    assert precision >= 0.95 and recall >= 0.95, (precision, recall)
+
+
+def test_planted_pii_sentinels_appear_in_no_file_of_the_run(first_run):
+    truth = _truth(_params_file(first_run.run_dir.parent, "check3"))
+    sentinels = sorted(set(_strings(truth["pii_sentinels"])))
+    assert len(sentinels) >= 6
+    files = [p for p in first_run.run_dir.rglob("*") if p.is_file() and p.suffix != ".png"]
+    assert any(p.suffix == ".pdf" for p in files) and any(p.suffix == ".parquet" for p in files)
+    for path in files:
+        text = _text_of(path)
+        for s in sentinels:
+            assert s not in text, f"{s!r} found in {path.relative_to(first_run.run_dir)}"
+
+
+def test_summary_numbers_equal_the_chapters(first_run):
+    arts = first_run.run_dir / "artifacts"
+    dq = json.loads((arts / "data_quality.json").read_text())
+    summ = json.loads((arts / "summary.json").read_text())
+    for k in ("customers", "orders", "net_revenue", "average_order_value", "repeat_rate"):
+        assert summ["kpis"][k] == dq["kpis"][k], k
+    table = pd.read_parquet(arts / "data_quality.parquet")
+    assert summ["kpis"]["active_customers"] == int((table["recency_days"] <= 90).sum())
+    assert dq["kpis"]["customers"] == int((table["orders"] > 0).sum())
+
+
+def test_second_run_gives_identical_artifacts_and_notebook_outputs(first_run, reports, tmp_path):
+    second = run_report(_params_file(tmp_path, "v2"), reports_dir=reports, progress=lambda _: None)
+    assert second.ok
+    a, b = first_run.run_dir, second.run_dir
+    for path in sorted((a / "artifacts").glob("*")):
+        if path.suffix == ".json":
+            assert path.read_text() == (b / "artifacts" / path.name).read_text(), path.name
+        elif path.suffix == ".parquet":
+            pd.testing.assert_frame_equal(pd.read_parquet(path), pd.read_parquet(b / "artifacts" / path.name))
+    for path in sorted((a / "prepared").glob("*.parquet")):
+        pd.testing.assert_frame_equal(pd.read_parquet(path), pd.read_parquet(b / "prepared" / path.name))
+    for ch in registry.CHAPTERS:
+        na = nbformat.read(a / "notebooks" / ch.filename, as_version=4)
+        nb = nbformat.read(b / "notebooks" / ch.filename, as_version=4)
+        outs_a = [c.outputs for c in na.cells if c.cell_type == "code"]
+        outs_b = [c.outputs for c in nb.cells if c.cell_type == "code"]
+        text_a = json.dumps(outs_a, sort_keys=True).replace("v1", "VERSION").replace(str(a), "RUN")
+        text_b = json.dumps(outs_b, sort_keys=True).replace("v2", "VERSION").replace(str(b), "RUN")
+        assert text_a == text_b, ch.slug
+
+
+def test_failing_chapter_does_not_stop_the_run_or_move_latest(first_run, reports, tmp_path, monkeypatch):
+    nbdir = tmp_path / "notebooks"
+    nbdir.mkdir()
+    for ch in registry.CHAPTERS:
+        shutil.copy(ch.notebook, nbdir / ch.filename)
+    broken = nbformat.read(registry.CHAPTERS[0].notebook, as_version=4)
+    broken.cells = [broken.cells[0], broken.cells[1],
+                    nbformat.v4.new_code_cell("raise RuntimeError('planted failure')")]
+    broken.cells[0].source = "# Sales forecast"
+    nbformat.write(broken, nbdir / "07-forecast.ipynb")
+    failing = registry.Chapter("07", "forecast", "Sales forecast")
+    monkeypatch.setattr(registry, "NOTEBOOKS_DIR", nbdir)
+    chapters = (registry.CHAPTERS[0], failing, registry.CHAPTERS[-1])
+    monkeypatch.setattr(registry, "CHAPTERS", chapters)
+    before = (reports / "e2e" / "latest").resolve()
+
+    from crm_helpers import cli
+
+    code = cli.main(["run", "--params", str(_params_file(tmp_path, "broken")), "--reports-dir", str(reports)])
+
+    assert code == 1  # the command exits non-zero
+    run_dir = reports / "e2e" / "broken"
+    m = json.loads((run_dir / "manifest.json").read_text())
+    status = {c["slug"]: c for c in m["chapters"]}
+    assert status["forecast"]["status"] == "failed"
+    assert "planted failure" in status["forecast"]["error"]
+    assert status["data_quality"]["status"] == "ok" and status["summary"]["status"] == "ok"
+    assert m["status"] == "failed"
+    assert (reports / "e2e" / "latest").resolve() == before
+    html = (run_dir / "report.html").read_text()
+    assert "This chapter failed" in html and "planted failure" in html
+    assert "Chapters without results in this run" in html

@@ -4,7 +4,6 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 PARAMS ?= params/default.yml
-export MPLBACKEND := Agg
 
 .DEFAULT_GOAL := help
 

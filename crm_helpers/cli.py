@@ -27,7 +27,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     code = 0
     for p in args.params or [None]:
         kw = {"reports_dir": Path(args.reports_dir)} if args.reports_dir else {}
-        result = run_report(p, workers=args.workers, renderer=args.renderer, progress=_progress, **kw)
+        result = run_report(
+            p, workers=args.workers, renderer=args.renderer, progress=_progress, **kw
+        )
         if not result.ok:
             code = 1
     return code

@@ -260,8 +260,10 @@ class Params(_Strict):
         return today or dt.datetime.now(dt.UTC).date()
 
     def fingerprint(self) -> str:
-        """A stable sha256 of the resolved parameters (paths as given)."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        """A stable sha256 of the resolved parameters; the report version (a folder name) is left out."""
+        data = self.model_dump(mode="json")
+        data["report"].pop("version", None)
+        blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()
 
 

@@ -107,8 +107,20 @@ def quarantine_examples(run_dir: str | Path, table: str, per_reason: int) -> pd.
     ex = q.sort_values("source_row").groupby("reason", sort=True).head(per_reason)
     ex = ex.sort_values(["reason", "source_row"], ignore_index=True)
     # Only the columns that explain a reason, so the table fits a page.
-    keep = ["source_row", "reason", "customer_key", "order_id", "order_date", "date", "timestamp",
-            "quantity", "unit_price", "score", "event_type", "product_id"]
+    keep = [
+        "source_row",
+        "reason",
+        "customer_key",
+        "order_id",
+        "order_date",
+        "date",
+        "timestamp",
+        "quantity",
+        "unit_price",
+        "score",
+        "event_type",
+        "product_id",
+    ]
     return ex[[c for c in keep if c in ex.columns]].rename(columns={"source_row": "row"})
 
 

@@ -214,6 +214,7 @@ def render_html(md: Path, out: Path) -> Path:
         [
             md.name,
             "--standalone",
+            "--wrap=none",
             "--embed-resources",
             "--toc",
             "--toc-depth=2",
@@ -243,6 +244,7 @@ def render_pdf(md: Path, out: Path, params: Params, manifest: dict[str, Any]) ->
         [
             md.name,
             "--standalone",
+            "--wrap=none",
             "-t",
             "typst",
             "--toc",

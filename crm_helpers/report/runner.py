@@ -416,9 +416,12 @@ def run_report(
             strict=True,
         ):
             results[ch.slug] = res
-    _write_json(
-        run.artifacts / "_status.json", {"chapters": [results[c.slug] for c in first + middle]}
-    )
+    # What the summary may know of the other chapters (no timings: artifacts stay reproducible).
+    status = [
+        {k: results[c.slug][k] for k in ("slug", "title", "status", "error")}
+        for c in first + middle
+    ]
+    _write_json(run.artifacts / "_status.json", {"chapters": status})
     for ch in last:
         results[ch.slug] = execute_chapter(ch, params, run, printer)
     manifest["chapters"] = [results[c.slug] for c in chapters]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import shutil
 
-import nbformat
 import pytest
 import yaml
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output

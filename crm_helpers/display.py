@@ -39,7 +39,7 @@ def table(
 ) -> Markdown:
     """A data frame as a Markdown pipe table (at most ``max_rows`` rows, noted when cut)."""
     shown = df.head(max_rows)
-    text = shown.to_markdown(index=index, floatfmt=floatfmt, intfmt=",")
+    text = shown.to_markdown(index=index, floatfmt=floatfmt, intfmt=",", missingval="–")
     if caption:
         text += f"\n\n: {caption}"
     if len(df) > max_rows:
@@ -61,12 +61,14 @@ def not_available(chapter: str, needs: str) -> Markdown:
 
 
 def provenance(run_dir: str | Path) -> Markdown:
-    """A small provenance table: package versions, git revision, parameter and data fingerprints."""
+    """A compact provenance note: package versions, git revision, parameter and data fingerprints."""
     info = json.loads((Path(run_dir) / "run_info.json").read_text())
-    rows = [("crm_helpers", info["crm_helpers_version"]), ("git revision", info["git"]["revision"])]
-    rows.append(("params sha256", info["params_sha256"][:16]))
-    for t, d in sorted(info["inputs"].items()):
-        rows.append((f"{t} input sha256", d["sha256"][:16]))
-    rows += sorted(info["packages"].items())
-    df = pd.DataFrame(rows, columns=["item", "value"])
-    return Markdown("**Provenance**\n\n" + df.to_markdown(index=False))
+    git = info["git"]
+    state = "uncommitted changes" if git.get("dirty") else "clean"
+    inputs = ", ".join(f"{t} {d['sha256'][:12]}" for t, d in sorted(info["inputs"].items()))
+    packages = ", ".join(f"{k} {v}" for k, v in sorted(info["packages"].items()))
+    return Markdown(
+        f"*Provenance: crm_helpers {info['crm_helpers_version']}, git {git['revision'][:12]} "
+        f"({state}); params sha256 {info['params_sha256'][:12]}; input sha256: {inputs}; "
+        f"packages: {packages}.*"
+    )

@@ -119,7 +119,6 @@ def quarantine_examples(run_dir: str | Path, table: str, per_reason: int) -> pd.
         "unit_price",
         "score",
         "event_type",
-        "product_id",
     ]
     return ex[[c for c in keep if c in ex.columns]].rename(columns={"source_row": "row"})
 

@@ -2,63 +2,63 @@
 
 :func:`generate_demo` writes ``transactions.csv``, ``customers.csv``, ``feedback.csv``,
 ``events.csv`` and ``ground_truth.json``. Everything is drawn from one
-``numpy.random.default_rng(seed)`` and vectorised (no Python loop over lines or customers), so the
-same arguments give byte-identical files, and 1M lines take a few seconds.
+``numpy.random.default_rng(seed)`` and vectorised (no Python loop over lines, orders or
+customers), so the same arguments give byte-identical files and 1M lines take a few seconds.
 
-Planted truth (every block of ``ground_truth.json`` has a ``description`` saying how it was made
+Planted truth (each block of ``ground_truth.json`` has a ``description`` saying how it was made
 and what a chapter should recover):
 
-- **segments** -- four latent segments, ``vip`` (8 %), ``loyal`` (22 %), ``occasional`` (40 %)
-  and ``one_off`` (30 %), with their own purchase rate, dropout probability, basket size and spend
-  level, far enough apart that k-means (k=4) on standardised log1p recency / frequency / monetary
-  recovers them (adjusted Rand index >= 0.7 on the default 5,000-customer demo).
+- **segments** -- four latent segments: ``vip`` (10 %), ``loyal`` (22 %), ``occasional`` (35 %)
+  and ``one_off`` (33 %, bargain buyers who buy once), each with its own purchase rate, dropout,
+  basket size, order value, age and income. Rates differ about 5x and order values 2.5-15x, and
+  most vip, loyal and one-off customers belong to the existing cohort, so k-means (k=4) on
+  standardised log1p recency / frequency / monetary recovers them (adjusted Rand index about
+  0.75 on the default 5,000-customer demo, with monetary as total or as mean order value).
   ``customer_segment`` maps every canonical customer id to its segment.
-- **bgnbd** -- repeat purchases follow BG/NBD within each segment (time unit: weeks): the
-  purchase rate is lambda ~ Gamma(shape r, rate alpha), the base dropout probability is
-  p ~ Beta(a, b) (shifted by the churn drivers below), purchases form a Poisson process from the
-  first purchase, and after each repeat purchase the customer drops out with probability p.
-  To hit the requested number of lines every lambda is multiplied by one scale ``s`` (so the
-  effective rate is alpha / s); when ``s`` exceeds 2 the dropout probabilities are also divided by
-  ``s / 2`` (the only way to give few customers very many lines); both are recorded.
-  **gamma_gamma** -- the target value of each order is Gamma(shape p, rate nu) with
-  nu ~ Gamma(q, rate gamma) per customer; the basket's lines realise it up to rounding.
-- **seasonality** -- purchase times run in an *operational* clock whose speed is the product of
-  seven weekday factors and a yearly sinusoid (amplitude 0.25, peak late November); mapping the
-  BG/NBD clock through it (time warping) keeps the BG/NBD structure while planting weekly and
-  yearly seasonality. Acquisition (first purchases) has a linear upward trend: its intensity at
-  the end of the period is twice that at the start, so activity grows over the period.
-- **product_pairs** -- a catalogue of 220 products in 10 categories with Zipf popularity within
-  price tiers; four planted pairs (A, B): when A is in a basket, B is added with probability
-  0.5-0.65. Their lift over orders (measured on the clean purchase lines) is recorded; all are
-  far above 2.
-- **churn** -- the dropout probability's logit is raised by being a serial returner (about 12 %
-  of customers, who return about 7 % of their lines), by preferring the web channel, and by low
-  latent satisfaction (one standard deviation lower = +0.5 on the logit); gender and region have
-  no effect.
-- **satisfaction** -- CSAT (1-5) = round(3.7 + 0.8 z + type effect + channel effect + noise),
-  where z is the same latent satisfaction that lowers dropout; complaints score 1.6 lower than
-  reviews and feedback about app orders 0.5 lower than web; texts use words of the score band.
-- **identity** -- duplicate accounts (dirt) listed as {canonical_id, duplicate_id} pairs.
+- **bgnbd** -- within each segment, BG/NBD with time unit weeks: lambda ~ Gamma(shape r, rate
+  alpha), base dropout p0 ~ Beta(a, b) shifted by the churn drivers; purchases form a Poisson
+  process from the first purchase, and after each repeat purchase the customer drops out with
+  probability p. One scale ``s`` multiplies every lambda to reach the requested number of lines
+  (effective rate alpha / s); when s > 2 every p is also multiplied by 2 / s (the only way to give
+  few customers very many lines). First purchases: a per-segment share of existing customers in
+  the first 12 weeks, the others arriving over the whole period with growing intensity.
+  **gamma_gamma** -- each order's target value is Gamma(shape p, rate nu) with
+  nu ~ Gamma(shape q, rate gamma) per customer; the basket's lines realise it up to rounding.
+- **seasonality** -- purchase times are drawn on an *operational* clock and mapped to calendar
+  days (time warping, which keeps the BG/NBD structure): a day's length on that clock is a
+  weekday factor (Saturday peak) x a yearly sinusoid (amplitude 0.25, peak late November) x a
+  linear trend (the end of the period 1.5x busier than the start).
+- **product_pairs** -- 220 products in 10 categories, Zipf popularity within price tiers; four
+  planted pairs (A, B): when A is in a basket, B is added with probability 0.5-0.65. Their
+  support, confidence and lift over orders (measured on the clean purchase lines, lift far above
+  2) are recorded.
+- **churn** -- logit(p) is raised by being a serial returner (12 % of customers, who return about
+  7 % of their lines), by preferring the web channel, and by low latent satisfaction z (which
+  also lowers CSAT); gender and region have no effect.
+- **satisfaction** -- CSAT 1-5 = round(3.7 + 0.8 z + type effect + channel effect + noise):
+  complaints score 1.6 lower than reviews and app orders 0.5 lower than web; the texts use terms
+  of their score band ("late delivery", "great quality", ...).
+- **identity** -- the second accounts (see dirt) as {canonical_id, duplicate_id} pairs.
 - **pii_sentinels** -- three customers with unmistakable sentinel name, e-mail, phone and address
-  (with transactions and feedback), so later tests can grep every output for them.
+  (they have transactions and feedback), so tests can grep every output for them.
 
-Planted dirt (``dirt=True``; each dirty line has exactly one kind, so the counts are exact):
+Planted dirt (``dirt=True``; a dirty line has exactly one kind, so the recorded counts are exact):
 
-- ~0.5 % exact duplicate transaction lines (copies of clean lines);
-- ~2 % of customers have a second account: another customers.csv row with a case / space variant
-  of the e-mail and/or a formatting variant of the phone (``07700 900123``, ``0044 ...``,
-  ``+44 (0) ...``), and their later orders recorded under the second id; no two different people
-  share a normalised e-mail (lower-cased, trimmed) or phone (last 10 digits);
+- ~0.5 % exact duplicate transaction lines (extra copies of clean lines);
+- ~2 % of customers have a second account: another customers.csv row whose e-mail differs in case
+  or surrounding spaces and/or whose phone is formatted differently (``07700 900123``,
+  ``0044 ...``, ``+44 (0) ...``), with the person's later orders under the second id; no two
+  different people share a normalised e-mail (trimmed, lower case) or phone (last 10 digits);
 - ~1 % lines with an empty customer id;
 - ~0.2 % zero and ~0.2 % negative unit prices;
-- ~1 % product names differing only in case and whitespace from the product's canonical name;
-- ~0.2 % unparseable dates (``2023-13-45``, ``31/02/2023``, ``not a date``, empty, 30 February)
-  and ~0.1 % dates at least 6 years in the future (year 2031 or later).
+- ~1 % product names differing only in case and whitespace from the product's name;
+- ~0.2 % unparseable dates (``2023-13-45``, ``31/02/2023``, ``not a date``, empty,
+  ``2023-02-30 12:00:00``) and ~0.1 % dates moved 8 or more years ahead (2031 or later).
 
-Cancellations (order id ``C`` + the original id, negative quantity, within two days of a real
-purchase) and returns (negative quantity on the original order id, 2-30 days later) together make
-about 2 % of lines; they are business events, not dirt, and are present also when ``dirt=False``.
-Feedback and events carry no dirt.
+Cancellations (order id ``C`` + the original id, minus the original quantity, within two days of
+the purchase) and returns (negative quantity on the original order id, 2-30 days later) make about
+2 % of lines; they are business events, also present when ``dirt=False``. Feedback and events
+carry no dirt.
 """
 
 from __future__ import annotations
@@ -89,26 +89,45 @@ S_FREE = 2.0  # lambda alone is scaled up to this factor; beyond it dropout is s
 class _Segment:
     """Parameters of one latent segment."""
 
-    share: float
-    r: float  # lambda ~ Gamma(shape r, rate alpha), purchases per week
+    share: float  # share of customers
+    r: float  # purchase rate lambda ~ Gamma(shape r, rate alpha), purchases per week
     alpha: float
-    a: float  # base dropout p ~ Beta(a, b)
+    a: float  # base dropout probability p0 ~ Beta(a, b)
     b: float
-    gg_p: float  # order value ~ Gamma(shape gg_p, rate nu), nu ~ Gamma(gg_q, rate gg_gamma)
+    gg_p: float  # order value ~ Gamma(shape gg_p, rate nu), nu ~ Gamma(shape gg_q, rate gg_gamma)
     gg_q: float
     gg_gamma: float
     basket: float  # lines per order = 1 + Poisson(basket)
-    age: float  # mean age in years
+    cohort: float  # share of existing customers: first purchase within the first COHORT_WEEKS
+    age: float  # mean age (years)
     income: float  # median yearly income (GBP)
-    cohort: float  # share already customers: first purchase within the first COHORT_WEEKS
 
 
+def _gg_gamma(mean_order_value: float, p: float = 10.0, q: float = 30.0) -> float:
+    """Gamma-Gamma rate ``gamma`` giving the expected order value p * gamma / (q - 1)."""
+    return mean_order_value * (q - 1.0) / p
+
+
+# Segments differ by about 5x in purchase rate and 2.5-15x in order value, and vip, loyal and
+# one-off customers are mostly an existing cohort: far enough apart for k-means on RFM.
 SEGMENT_PARAMS: dict[str, _Segment] = {
-    "vip": _Segment(0.08, 6.0, 6.0, 1.2, 150.0, 10.0, 30.0, 1160.0, 2.5, 48.0, 68000.0, -0.8),
-    "loyal": _Segment(0.22, 6.0, 36.0, 1.5, 60.0, 10.0, 30.0, 319.0, 1.5, 44.0, 45000.0, -0.6),
-    "occasional": _Segment(0.40, 4.0, 160.0, 2.0, 10.0, 10.0, 30.0, 116.0, 1.0, 38.0, 35000.0, 1.0),
-    "one_off": _Segment(0.30, 2.0, 600.0, 8.0, 2.0, 10.0, 30.0, 23.2, 0.3, 32.0, 27000.0, 2.0),
-}
+    "vip": _Segment(
+        share=0.10, r=16.0, alpha=16.0, a=1.0, b=1000.0, gg_p=10.0, gg_q=30.0,
+        gg_gamma=_gg_gamma(450), basket=0.5, cohort=0.9, age=48.0, income=68000.0,
+    ),
+    "loyal": _Segment(
+        share=0.22, r=16.0, alpha=80.0, a=1.0, b=400.0, gg_p=10.0, gg_q=30.0,
+        gg_gamma=_gg_gamma(150), basket=0.8, cohort=0.85, age=44.0, income=45000.0,
+    ),
+    "occasional": _Segment(
+        share=0.35, r=16.0, alpha=355.0, a=2.0, b=60.0, gg_p=10.0, gg_q=30.0,
+        gg_gamma=_gg_gamma(80), basket=0.6, cohort=0.3, age=38.0, income=35000.0,
+    ),
+    "one_off": _Segment(
+        share=0.33, r=2.0, alpha=4000.0, a=8.0, b=2.0, gg_p=10.0, gg_q=30.0,
+        gg_gamma=_gg_gamma(5), basket=0.2, cohort=0.9, age=32.0, income=27000.0,
+    ),
+}  # fmt: skip
 SEGMENTS: tuple[str, ...] = tuple(SEGMENT_PARAMS)
 
 WEEKDAY_FACTORS = (0.85, 0.85, 0.9, 0.95, 1.1, 1.25, 1.1)  # Monday .. Sunday
@@ -129,7 +148,7 @@ PREFERRED_CHANNEL_PROB = 0.75
 RETURNER_SHARE = 0.12
 RETURN_PROB = {"returner": 0.07, "other": 0.006}
 CANCEL_ORDER_PROB = 0.006
-CHURN_LOGIT = {"serial_returner": 0.9, "prefers_web": 0.6, "satisfaction_z": -0.5}
+CHURN_LOGIT = {"serial_returner": 1.0, "prefers_web": 0.7, "satisfaction_z": -0.6}
 
 CSAT = {
     "intercept": 3.7,
@@ -170,17 +189,17 @@ CATALOGUE: dict[str, list[tuple[str, float]]] = {
     "Kitchen": [
         ("Espresso Machine", 149), ("Coffee Beans 1kg", 14), ("Kettle", 35), ("Toaster", 40),
         ("Mug Set", 18), ("Chef Knife", 45), ("Frying Pan", 32), ("Blender", 60),
-        ("Tea Towels", 8), ("Storage Jars", 16), ("Cutting Board", 20),
+        ("Tea Towels", 6), ("Storage Jars", 16), ("Cutting Board", 20),
     ],
     "Electronics": [
         ("Printer", 120), ("Ink Cartridge Set", 28), ("Headphones", 80), ("Phone Charger", 15),
-        ("USB Cable", 7), ("Bluetooth Speaker", 55), ("Power Bank", 25), ("Smart Watch", 180),
+        ("USB Cable", 5), ("Bluetooth Speaker", 55), ("Power Bank", 25), ("Smart Watch", 180),
         ("Laptop Stand", 35), ("Wireless Mouse", 22), ("HDMI Cable", 9),
     ],
     "Outdoor": [
         ("Tent 2-Person", 130), ("Sleeping Bag", 60), ("Camping Stove", 45), ("Head Torch", 18),
         ("Water Bottle", 12), ("Hiking Socks", 10), ("Rain Jacket", 85), ("Backpack 30L", 70),
-        ("Picnic Blanket", 25), ("Insect Repellent", 6), ("Compass", 15),
+        ("Picnic Blanket", 25), ("Insect Repellent", 5), ("Compass", 15),
     ],
     "Fitness": [
         ("Yoga Mat", 25), ("Yoga Block", 9), ("Dumbbell Pair", 40), ("Resistance Bands", 14),
@@ -188,8 +207,8 @@ CATALOGUE: dict[str, list[tuple[str, float]]] = {
         ("Kettlebell", 35), ("Running Belt", 15), ("Exercise Bike", 350),
     ],
     "Beauty": [
-        ("Face Cream", 24), ("Shampoo", 7), ("Conditioner", 7), ("Lip Balm", 4),
-        ("Perfume", 65), ("Hair Dryer", 45), ("Nail Polish", 6), ("Body Lotion", 10),
+        ("Face Cream", 24), ("Shampoo", 7), ("Conditioner", 7), ("Lip Balm", 3),
+        ("Perfume", 65), ("Hair Dryer", 45), ("Nail Polish", 4), ("Body Lotion", 10),
         ("Sun Cream", 12), ("Razor", 18), ("Makeup Brush Set", 22),
     ],
     "Home": [
@@ -199,7 +218,7 @@ CATALOGUE: dict[str, list[tuple[str, float]]] = {
     ],
     "Garden": [
         ("Plant Pot", 10), ("Potting Compost", 8), ("Garden Gloves", 9), ("Pruning Shears", 22),
-        ("Watering Can", 15), ("Seed Collection", 6), ("Bird Feeder", 18), ("Hose Reel", 45),
+        ("Watering Can", 15), ("Seed Collection", 3), ("Bird Feeder", 18), ("Hose Reel", 45),
         ("Solar Lights", 25), ("Garden Chair", 60), ("Lawn Mower", 220),
     ],
     "Toys": [
@@ -208,18 +227,22 @@ CATALOGUE: dict[str, list[tuple[str, float]]] = {
         ("Water Pistol", 8), ("Science Kit", 30), ("Ride-on Scooter", 65),
     ],
     "Books & Stationery": [
-        ("Novel", 9), ("Cookbook", 20), ("Notebook", 6), ("Pen Set", 12), ("Diary", 14),
-        ("Colouring Book", 7), ("Atlas", 25), ("Desk Organiser", 18), ("Greeting Cards", 5),
+        ("Novel", 9), ("Cookbook", 20), ("Notebook", 4), ("Pen Set", 12), ("Diary", 14),
+        ("Colouring Book", 4), ("Atlas", 25), ("Desk Organiser", 18), ("Greeting Cards", 3),
         ("Planner", 16), ("Fountain Pen", 45),
     ],
     "Pets": [
         ("Dog Food 10kg", 35), ("Cat Food Pack", 12), ("Dog Lead", 15), ("Cat Litter", 9),
-        ("Pet Bed", 40), ("Chew Toy", 6), ("Fish Flakes", 5), ("Bird Seed", 7),
+        ("Pet Bed", 40), ("Chew Toy", 4), ("Fish Flakes", 3), ("Bird Seed", 4),
         ("Pet Shampoo", 9), ("Scratching Post", 30), ("Pet Carrier", 38),
     ],
 }  # fmt: skip
 DELUXE_FACTOR = 1.8
 N_TIERS = 10
+ZIPF_EXPONENT = 0.7  # popularity within a price tier proportional to rank ** -0.7
+LINE_SPREAD = 0.6  # the order value is split over its lines in proportion to lognormal(0, 0.6)
+TIER_SHIFT = 0.8  # lines aim at unit prices exp(-0.8) x their target (quantity makes up the rest)
+TIER_NOISE = 0.9  # sd of the log-price noise when picking a line's price tier
 PLANTED_PAIRS = (  # (A, B, probability that B is added when A is in the basket)
     ("Espresso Machine", "Coffee Beans 1kg", 0.55),
     ("Printer", "Ink Cartridge Set", 0.6),
@@ -362,11 +385,6 @@ class _Calendar:
     weights: np.ndarray  # per day, mean 1
     cum: np.ndarray  # length days + 1, cum[0] = 0, cum[days] = days
 
-    @property
-    def epoch(self) -> int:
-        """Seconds from 1970-01-01 to the start day."""
-        return (self.start - dt.date(1970, 1, 1)).days * 86400
-
     def day_of(self, tau: np.ndarray) -> np.ndarray:
         """Calendar day index of operational times ``tau`` (days)."""
         d = np.searchsorted(self.cum, tau, side="right") - 1
@@ -436,7 +454,7 @@ def _catalogue(rng: np.random.Generator) -> _Catalogue:
         other = np.flatnonzero((tier == tier[ia]) & (rank == want))[0]
         rank[other], rank[ia] = rank[ia], want
         pairs.append((ia, ib, prob))
-    pop = 1.0 / rank
+    pop = rank**-ZIPF_EXPONENT
     by_tier = np.lexsort((np.arange(n), tier))
     cum = np.empty(n)
     for k in range(N_TIERS):
@@ -476,6 +494,17 @@ def _dup_in_order(order: np.ndarray, prod: np.ndarray, n_products: int) -> np.nd
     return dup
 
 
+def _line_targets(
+    rng: np.random.Generator, cat: _Catalogue, value: np.ndarray, n_lines: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Split order values over their lines: (order of each line, target value, price tier)."""
+    order, _ = _split_groups(n_lines)
+    w = np.exp(rng.normal(0.0, LINE_SPREAD, len(order)))
+    target = value[order] * w / np.bincount(order, weights=w, minlength=len(value))[order]
+    noisy = np.log(target) - TIER_SHIFT + rng.normal(0.0, TIER_NOISE, len(order))
+    return order, target, np.searchsorted(cat.tier_edges, noisy)
+
+
 def _pilot_lines_per_order(rng: np.random.Generator, cat: _Catalogue, size: int = 4000):
     """Mean purchase lines per order of each segment, planted pair additions included."""
     out = []
@@ -487,9 +516,7 @@ def _pilot_lines_per_order(rng: np.random.Generator, cat: _Catalogue, size: int 
         sp = SEGMENT_PARAMS[name]
         value = rng.gamma(sp.gg_p, 1.0 / rng.gamma(sp.gg_q, 1.0 / sp.gg_gamma, size))
         n_lines = 1 + rng.poisson(sp.basket, size)
-        order, _ = _split_groups(n_lines)
-        target = value[order] / n_lines[order] * np.exp(rng.normal(0.0, 0.35, len(order)))
-        tier = np.searchsorted(cat.tier_edges, np.log(target) + rng.normal(0.0, 0.3, len(order)))
+        order, target, tier = _line_targets(rng, cat, value, n_lines)
         added = add_prob[pair_of[_draw_products(rng, cat, tier)]].sum()
         out.append((len(order) + 0.9 * added) / size)
     return np.array(out)
@@ -510,7 +537,7 @@ def _solve_scale(
 ) -> float:
     """The rate scale s whose expected number of purchase lines equals ``target``."""
     lo, hi = math.log(1e-8), math.log(1e9)
-    for _ in range(60):
+    for _ in range(32):  # ln(1e17) / 2**32: relative precision far below 1e-6
         mid = (lo + hi) / 2
         if _expected_lines(math.exp(mid), lam, p, t_weeks, per_order) < target:
             lo = mid
@@ -663,6 +690,7 @@ class _People:
     seg: np.ndarray
     lam0: np.ndarray  # purchases per week before scaling
     p0: np.ndarray  # Beta draw before the churn drivers
+    shift: np.ndarray  # churn drivers' shift of logit(p)
     p_base: np.ndarray  # after the churn drivers, before scaling
     lam: np.ndarray  # effective rate per week
     p: np.ndarray  # effective dropout probability
@@ -699,7 +727,7 @@ def _people(
     seg = rng.choice(len(sp), size=n, p=shares / shares.sum())
     col = {f: np.array([getattr(s, f) for s in sp]) for f in asdict(sp[0])}
     lam0 = rng.gamma(col["r"][seg], 1.0 / col["alpha"][seg])
-    p0 = np.clip(rng.beta(col["a"][seg], col["b"][seg]), 1e-4, 1 - 1e-4)
+    p0 = np.clip(rng.beta(col["a"][seg], col["b"][seg]), 1e-6, 1 - 1e-6)
     returner = rng.random(n) < RETURNER_SHARE
     pref = rng.choice(len(CHANNELS), size=n, p=CHANNEL_SHARES)
     z = rng.standard_normal(n)
@@ -708,7 +736,7 @@ def _people(
         + CHURN_LOGIT["prefers_web"] * (pref == CHANNELS.index("web"))
         + CHURN_LOGIT["satisfaction_z"] * z
     )
-    p_base = np.clip(_expit(_logit(p0) + shift), 1e-4, 0.999)
+    p_base = np.clip(_expit(_logit(p0) + shift), 1e-6, 0.999)
     nu = rng.gamma(col["gg_q"][seg], 1.0 / col["gg_gamma"][seg])
     basket = col["basket"][seg]
     ret_p = np.where(returner, RETURN_PROB["returner"], RETURN_PROB["other"])
@@ -744,8 +772,8 @@ def _people(
     assert best is not None
     _, n_ev, k_drop = best
     return _People(
-        seg=seg, lam0=lam0, p0=p0, p_base=p_base, lam=lam, p=p, returner=returner, pref=pref,
-        z=z, nu=nu, basket=basket, ret_p=ret_p, tau0=tau0, t_weeks=t_weeks, n_ev=n_ev,
+        seg=seg, lam0=lam0, p0=p0, shift=shift, p_base=p_base, lam=lam, p=p, returner=returner,
+        pref=pref, z=z, nu=nu, basket=basket, ret_p=ret_p, tau0=tau0, t_weeks=t_weeks, n_ev=n_ev,
         k_drop=k_drop, m=np.minimum(n_ev, k_drop), scale=s,
     )  # fmt: skip
 
@@ -810,9 +838,7 @@ def _lines(rng: np.random.Generator, ppl: _People, od: _Orders, cat: _Catalogue)
     """Baskets: lines priced around the order's target value, plus the planted pairs."""
     n_orders, n_prod = len(od.cust), len(cat.names)
     n_lines = 1 + rng.poisson(ppl.basket[od.cust])
-    order, _ = _split_groups(n_lines)
-    target = od.value[order] / n_lines[order] * np.exp(rng.normal(0.0, 0.35, len(order)))
-    tier = np.searchsorted(cat.tier_edges, np.log(target) + rng.normal(0.0, 0.3, len(order)))
+    order, target, tier = _line_targets(rng, cat, od.value, n_lines)
     prod = _draw_products(rng, cat, tier)
     for _ in range(4):  # redraw products already in the basket
         dup = _dup_in_order(order, prod, n_prod)
@@ -821,7 +847,8 @@ def _lines(rng: np.random.Generator, ppl: _People, od: _Orders, cat: _Catalogue)
         prod[dup] = _draw_products(rng, cat, tier[dup])
     keep = ~_dup_in_order(order, prod, n_prod)
     order, prod, target = order[keep], prod[keep], target[keep]
-    qty = np.clip(np.rint(target / (cat.price[prod] / 100.0)), 1, 24).astype(np.int64)
+    units = target / (cat.price[prod] / 100.0)  # stochastic rounding keeps values unbiased
+    qty = np.clip(np.floor(units + rng.random(len(units))), 1, 24).astype(np.int64)
     pair_of = np.full(n_prod, -1)
     for k, (ia, _, _) in enumerate(cat.pairs):
         pair_of[ia] = k
@@ -849,6 +876,7 @@ class _Accounts:
     dup_persons: np.ndarray  # persons with a second account (account n + k for the k-th)
     evidence: np.ndarray  # per second account: 0 e-mail + phone, 1 e-mail only, 2 phone only
     sentinels: np.ndarray  # persons carrying the PII sentinels
+    number: np.ndarray  # account -> number in its id (ids sort like numbers)
     order_acct: np.ndarray  # order -> account
 
 
@@ -878,10 +906,11 @@ def _accounts(
 
     day = od.day
     first = np.full(n, cal.days, dtype=np.int64)
-    np.minimum.at(first, od.cust, day)
+    first[od.cust[od.rank == 0]] = day[od.rank == 0]
     signup = first - np.floor(rng.exponential(20.0, n)).astype(np.int64)
     dup_first = np.full(n, cal.days, dtype=np.int64)
-    np.minimum.at(dup_first, od.cust[on_dup], day[on_dup])
+    who, at = np.unique(od.cust[on_dup], return_index=True)  # orders are chronological
+    dup_first[who] = day[on_dup][at]
     dup_signup = np.maximum(dup_first[dup_persons] - rng.integers(0, 4, n_dup), signup[dup_persons])
     acct_signup = np.concatenate([signup, dup_signup])
     is_dup = np.concatenate([np.zeros(n, dtype=bool), np.ones(n_dup, dtype=bool)])
@@ -893,6 +922,7 @@ def _accounts(
     evidence = rng.choice(3, size=n_dup, p=[0.5, 0.25, 0.25])
     return _Accounts(
         ids=_ids("C", number, width),
+        number=number,
         person=np.concatenate([np.arange(n), dup_persons]),
         signup=acct_signup,
         dup_persons=dup_persons,
@@ -923,9 +953,12 @@ def _write_transactions(
     cancelled_order = rng.random(len(od.cust)) < CANCEL_ORDER_PROB
     cancelled = cancelled_order[ln.order]
     returned = ~cancelled & (rng.random(n_p) < ppl.ret_p[od.cust[ln.order]])
+    c_sec = sec + rng.integers(3600, 48 * 3600, len(od.cust))[ln.order]  # one time per order
+    r_sec = sec + rng.integers(2 * 86400, 30 * 86400, n_p)
+    cancelled &= c_sec <= end_sec  # not yet cancelled or returned by the end of the period
+    returned &= r_sec <= end_sec
     c_idx, r_idx = np.flatnonzero(cancelled), np.flatnonzero(returned)
-    c_sec = np.minimum(sec[c_idx] + rng.integers(3600, 48 * 3600, len(c_idx)), end_sec)
-    r_sec = np.minimum(sec[r_idx] + rng.integers(2 * 86400, 30 * 86400, len(r_idx)), end_sec)
+    c_sec, r_sec = c_sec[c_idx], r_sec[r_idx]
     r_qty = -(1 + (rng.random(len(r_idx)) * ln.qty[r_idx]).astype(np.int64))
 
     # Dirt: one uniform per line picks at most one kind, so every dirty line has exactly one.
@@ -959,7 +992,9 @@ def _write_transactions(
     row_price = np.concatenate([t_price, price[r_idx], price[c_idx], t_price[d_idx]])
     row_name = np.concatenate([name, ln.prod[r_idx], ln.prod[c_idx], name[d_idx]])
     row_bad = np.concatenate([bad, np.zeros(len(r_idx) + len(c_idx), np.int64), bad[d_idx]])
-    srt = np.lexsort((kind_row, ln.seq[src], kind_row == 2, ln.order[src], row_sec))
+    # Chronological; ties keep the input order (by order and line, then returns, cancellations
+    # and copies), so the sort is deterministic.
+    srt = np.argsort(row_sec, kind="stable")
     src, kind_row = src[srt], kind_row[srt]
     row_order, row_prod = ln.order[src], ln.prod[src]
 
@@ -994,7 +1029,7 @@ def _write_transactions(
     return {
         "rows": int(table.num_rows),
         "counts": counts,
-        "cancelled_orders": int(cancelled_order.sum()),
+        "cancelled_orders": int(len(np.unique(ln.order[c_idx]))),
         "orders_under_duplicate_id": int((acc.order_acct >= len(ppl.seg)).sum()),
         "product_name_variant_spellings": len(variants_used),
         "returned_by_customer": np.bincount(od.cust[ln.order[r_idx]], minlength=len(ppl.seg)),
@@ -1071,22 +1106,23 @@ def _write_customers(
         None if ev == 1 else _phone_variant(ph, int(k))
         for ph, k, ev in zip(d_nat, p_kind, acc.evidence, strict=True)
     ]
-    pidx = pa.array(acc.person)
+    rows = np.argsort(acc.number)  # accounts in id order
+    person = acc.person[rows]
+    pidx = pa.array(person)
     table = pa.table(
         {
-            "customer_id": acc.ids,
-            "signup_date": _dates(cal, acc.signup),
-            "birth_date": _dates(cal, birth[acc.person]),
-            "gender": _take(["F", "M", "X"], gender[acc.person]),
-            "region": _take(reg_names, region[acc.person]),
-            "income": pa.array(income[acc.person], pa.int64()),
+            "customer_id": acc.ids.take(pa.array(rows)),
+            "signup_date": _dates(cal, acc.signup[rows]),
+            "birth_date": _dates(cal, birth[person]),
+            "gender": _take(["F", "M", "X"], gender[person]),
+            "region": _take(reg_names, region[person]),
+            "income": pa.array(income[person], pa.int64()),
             "name": name.take(pidx),
-            "email": pa.concat_arrays([email, pa.array(dup_email, pa.string())]),
-            "phone": pa.concat_arrays([phone, pa.array(dup_phone, pa.string())]),
+            "email": _take(pa.concat_arrays([email, pa.array(dup_email, pa.string())]), rows),
+            "phone": _take(pa.concat_arrays([phone, pa.array(dup_phone, pa.string())]), rows),
             "address": address.take(pidx),
         }
     )
-    table = table.take(pc.sort_indices(acc.ids))
     pacsv.write_csv(table, out_dir / "customers.csv", _CSV)
 
     ids = acc.ids.to_pylist()
@@ -1189,7 +1225,9 @@ def _write_feedback(
         "by_type": {t: mean(ftype == i) for i, t in enumerate(types)},
         "by_channel": {c: mean(chan == i) for i, c in enumerate(CHANNELS)},
         "by_dropped_out": {"dropped_out": mean(drop), "not_dropped_out": mean(~drop)},
-        "corr_score_dropout_p": _round(np.corrcoef(score, ppl.p[cust])[0, 1], 4) if k > 2 else None,
+        "corr_score_dropout_logit_shift": _round(np.corrcoef(score, ppl.shift[cust])[0, 1], 4)
+        if k > 2
+        else None,
         "corr_score_z": _round(np.corrcoef(score, ppl.z[cust])[0, 1], 4) if k > 2 else None,
     }
 
@@ -1204,12 +1242,13 @@ def _write_events(
     ln: _Lines,
     acc: _Accounts,
 ) -> int:
-    """Write events.csv: a session (views, add to cart, purchase) per order, plus e-mail opens."""
+    """Write events.csv: a session (views, add to cart, purchase) per online order, e-mail opens."""
     n, n_orders = len(ppl.seg), len(od.cust)
     n_lines = np.bincount(ln.order, minlength=n_orders)
     first_line = np.searchsorted(ln.order, np.arange(n_orders))
-    views = 1 + rng.poisson(0.3, n_orders)
-    ev_order, pos = _split_groups(views + 2)
+    online = od.chan != CHANNELS.index("store")
+    views = rng.poisson(0.8, n_orders)
+    ev_order, pos = _split_groups(np.where(online, views + 2, 0))
     m = len(ev_order)
     etype = np.clip(pos - views[ev_order] + 1, 0, 2)  # 0 view, 1 add_to_cart, 2 purchase
     line = first_line[ev_order] + (rng.random(m) * n_lines[ev_order]).astype(np.int64)
@@ -1227,7 +1266,7 @@ def _write_events(
     n_mail = rng.poisson(0.3 * (1 + ppl.m))
     mail_person, _ = _split_groups(n_mail)
     first = np.full(n, cal.days * 86400, dtype=np.int64)
-    np.minimum.at(first, od.cust, od.sec)
+    first[od.cust[od.rank == 0]] = od.sec[od.rank == 0]
     span = cal.days * 86400 - first[mail_person]
     mail_sec = first[mail_person] + (rng.random(len(mail_person)) * span).astype(np.int64)
 
@@ -1237,7 +1276,7 @@ def _write_events(
     all_acct = np.concatenate([acct, mail_person])
     all_sess = np.concatenate([session, np.zeros(k, dtype=np.int64)])
     all_prod = np.concatenate([prod, np.zeros(k, dtype=np.int64)])
-    srt = np.lexsort((all_type, all_acct, all_sess, all_sec))
+    srt = np.argsort(all_sec, kind="stable")  # ties keep the (deterministic) input order
     all_type, all_sess, all_prod = all_type[srt], all_sess[srt], all_prod[srt]
     is_mail = all_type == 3
     width = max(7, len(str(n_orders)))
@@ -1286,6 +1325,7 @@ def _truth(
     """The ground-truth dict written to ground_truth.json."""
     n = len(ppl.seg)
     ids = acc.ids.slice(0, n).to_pylist()
+    by_id = np.argsort(acc.number[:n])  # people in id order (the JSON keeps this order)
     as_of = cal.end + dt.timedelta(1)
     n_orders = len(od.cust)
     amount = np.bincount(ln.order, weights=ln.qty * _line_price(cat, ln), minlength=n_orders) / 100
@@ -1430,7 +1470,7 @@ def _truth(
                 "min_adjusted_rand_index": 0.7,
             },
         },
-        "customer_segment": dict(zip(ids, (SEGMENTS[k] for k in ppl.seg), strict=True)),
+        "customer_segment": {ids[i]: SEGMENTS[ppl.seg[i]] for i in by_id},
         "bgnbd": {
             "description": (
                 "BG/NBD within each segment, time unit weeks. Per customer lambda ~ Gamma(shape "
@@ -1582,7 +1622,7 @@ def _truth(
                 else None,
                 "mean_returns_share_non_returners": _round(ret_share[~ppl.returner].mean(), 4),
             },
-            "dropped_out_ids": sorted(ids[i] for i in np.flatnonzero(dropped)),
+            "dropped_out_ids": [ids[i] for i in by_id[dropped[by_id]]],
         },
         "satisfaction": {
             "description": (
@@ -1740,6 +1780,27 @@ def generate_demo(
         "dirt": bool(dirt),
     }
     truth = _truth(args, cal, cat, ppl, od, ln, acc, tx, cu, fb, n_events, pairs, bool(dirt))
-    text = json.dumps(truth, indent=1, sort_keys=True, ensure_ascii=False)
-    (out_dir / "ground_truth.json").write_text(text + "\n", encoding="utf-8")
+    (out_dir / "ground_truth.json").write_text(_truth_json(truth), encoding="utf-8")
     return truth
+
+
+def _truth_json(truth: dict[str, Any]) -> str:
+    """Indented JSON, with the per-customer lists on one line each (fast for a million ids)."""
+    big = {
+        ("customer_segment",): truth["customer_segment"],
+        ("churn", "dropped_out_ids"): truth["churn"]["dropped_out_ids"],
+        ("identity", "pairs"): truth["identity"]["pairs"],
+    }
+    shell = dict(truth)
+    for i, path in enumerate(big):
+        node = shell
+        for key in path[:-1]:
+            node[key] = dict(node[key])
+            node = node[key]
+        node[path[-1]] = f"@@big{i}@@"
+    text = json.dumps(shell, indent=1, sort_keys=True, ensure_ascii=False)
+    for i, value in enumerate(big.values()):
+        # The per-customer map and list are built in id order: no key sorting needed.
+        compact = json.dumps(value, sort_keys=i > 1, ensure_ascii=False, separators=(",", ":"))
+        text = text.replace(f'"@@big{i}@@"', compact, 1)
+    return text + "\n"

@@ -242,3 +242,28 @@ def test_failing_chapter_does_not_stop_the_run_or_move_latest(first_run, reports
     html = (run_dir / "report.html").read_text()
     assert "This chapter failed" in html and "planted failure" in html
     assert "Chapters without results in this run" in html
+
+
+def test_parameter_cells_are_tagged_remove_cell_for_quarto(first_run):
+    for ch in registry.CHAPTERS:
+        nb = nbformat.read(first_run.run_dir / "notebooks" / ch.filename, as_version=4)
+        tagged = [c for c in nb.cells if {"parameters", "injected-parameters"} & set(c.metadata.get("tags", []))]
+        assert len(tagged) == 2 and all("remove-cell" in c.metadata["tags"] for c in tagged)
+        assert "start_time" not in json.dumps(nb.metadata)
+
+
+@pytest.mark.quarto
+@pytest.mark.skipif(shutil.which("quarto") is None, reason="quarto is not on PATH (runs where it is)")
+def test_quarto_path_renders_the_book(reports, tmp_path, monkeypatch):
+    from crm_helpers.paths import PROJECT_ROOT
+
+    monkeypatch.setenv("QUARTO_PYTHON", str(PROJECT_ROOT / ".venv" / "bin" / "python"))
+    text = SMALL.replace("renderer: pandoc", "renderer: quarto") + "  version: quarto1\n"
+    result = run_report(write(tmp_path / "q.yml", text), reports_dir=reports, progress=lambda _: None)
+    assert result.ok and result.manifest["renderer"] == "quarto"
+    pdf_text = "\n".join(p.extract_text() for p in PdfReader(result.run_dir / "report.pdf").pages)
+    for ch in registry.CHAPTERS:
+        assert ch.title in pdf_text
+    assert "run_dir" not in pdf_text and "import " not in pdf_text  # code and parameters hidden
+    assert (result.run_dir / "book" / "index.html").is_file()
+    assert (result.run_dir / "report.html").is_file()

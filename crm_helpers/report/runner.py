@@ -165,13 +165,21 @@ def notebook_parameters(ch: Chapter, params: Params, run_dir: Path) -> dict[str,
 
 
 def _strip_volatile(path: Path) -> None:
-    """Remove papermill's timestamps and durations so reruns diff only on real changes."""
+    """Make an executed notebook reviewable and renderable by Quarto.
+
+    Removes papermill's timestamps (reruns then diff only on real changes) and tags the parameter
+    cells ``remove-cell`` so that Quarto hides them as the fallback renderer does.
+    """
     nb = nbformat.read(path, as_version=4)
     meta = nb.metadata.get("papermill", {})
     for k in ("start_time", "end_time", "duration", "input_path", "output_path"):
         meta.pop(k, None)
     for cell in nb.cells:
         cell.metadata.pop("execution", None)
+        tags = cell.metadata.get("tags", [])
+        if ("parameters" in tags or "injected-parameters" in tags) and "remove-cell" not in tags:
+            # Quarto's Jupyter reader maps the remove-cell tag to include: false.
+            cell.metadata["tags"] = [*tags, "remove-cell"]
         pmeta = cell.metadata.get("papermill")
         if pmeta:
             for k in ("start_time", "end_time", "duration"):
@@ -372,6 +380,7 @@ def run_report(
         _write_json(run.manifest, manifest)
         raise
     manifest["timings"]["prepare"] = round(time.perf_counter() - t0, 2)
+    manifest["timings"]["prepare_steps"] = prep.seconds
     manifest["inputs"] = prep.inputs
     manifest["reconciliation"] = prep.reconciliation
     manifest["reference_date"] = prep.reference_date

@@ -1202,6 +1202,16 @@ def _write_feedback(
     band = np.where(score <= 2, 0, np.where(score == 3, 1, 2))
     texts, off, cnt = _band_texts()
     text_idx = off[band] + (rng.random(k) * cnt[band]).astype(np.int64)
+    # Two identical rows (same account, day, score, channel, type and text) would be an exact
+    # duplicate that nobody planted: keep the first.
+    key = acc.order_acct[idx]
+    for col, size in ((day, cal.days), (score, 6), (chan, 3), (ftype, 3), (text_idx, len(texts))):
+        key = key * size + col
+    first = np.sort(np.unique(key, return_index=True)[1])
+    idx, day, ftype, chan, cust, score, text_idx, band = (
+        a[first] for a in (idx, day, ftype, chan, cust, score, text_idx, band)
+    )
+    k = len(idx)
     srt = np.lexsort((idx, day))
     table = pa.table(
         {
@@ -1256,8 +1266,13 @@ def _write_events(
     prod = ln.prod[line]
     browse = (etype == 0) & (rng.random(m) < 0.3)
     prod[browse] = rng.choice(len(cat.names), size=int(browse.sum()), p=cat.popularity)
+    # Seconds before the purchase: views 300 + (views left) x a per-session step (all distinct),
+    # add to cart 10-299, purchase 0; so no two events of a session share a second.
+    step = rng.integers(30, 240, n_orders)[ev_order]
     back = np.where(
-        etype == 0, rng.integers(300, 1800, m), np.where(etype == 1, rng.integers(10, 300, m), 0)
+        etype == 0,
+        300 + (views[ev_order] - pos) * step,
+        np.where(etype == 1, rng.integers(10, 300, m), 0),
     )
     sec = od.sec[ev_order] - back
     acct = acc.order_acct[ev_order]
@@ -1269,6 +1284,8 @@ def _write_events(
     first[od.cust[od.rank == 0]] = od.sec[od.rank == 0]
     span = cal.days * 86400 - first[mail_person]
     mail_sec = first[mail_person] + (rng.random(len(mail_person)) * span).astype(np.int64)
+    keep = np.unique(mail_person * (cal.days * 86400 + 1) + mail_sec, return_index=True)[1]
+    mail_person, mail_sec = mail_person[np.sort(keep)], mail_sec[np.sort(keep)]  # no repeats
 
     k = len(mail_person)
     all_sec = np.concatenate([sec, mail_sec])

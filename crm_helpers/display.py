@@ -39,6 +39,7 @@ def table(
 ) -> Markdown:
     """A data frame as a Markdown pipe table (at most ``max_rows`` rows, noted when cut)."""
     shown = df.head(max_rows)
+    shown = shown.astype(object).where(shown.notna(), None)  # tabulate shows None as missingval
     text = shown.to_markdown(index=index, floatfmt=floatfmt, intfmt=",", missingval="–")
     if caption:
         text += f"\n\n: {caption}"

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# System packages the report needs beyond Python wheels: fonts for Typst and matplotlib
-# (Noto, including CJK). Installed only when missing, and only where apt-get can run as root.
+# System packages the report needs beyond Python wheels: Noto fonts (Latin and CJK) for Typst and
+# matplotlib. Installed only when missing, and only where apt-get can run as root.
 set -euo pipefail
+fonts="$(fc-list : family 2>/dev/null || true)"
 need=()
-fc-list 2>/dev/null | grep -qi "Noto Sans CJK" || need+=(fonts-noto-cjk)
-fc-list 2>/dev/null | grep -qi "Noto Sans:" || fc-list 2>/dev/null | grep -qi "NotoSans-Regular" || need+=(fonts-noto-core)
 command -v fc-list >/dev/null 2>&1 || need+=(fontconfig)
+grep -qi "Noto Sans CJK" <<<"$fonts" || need+=(fonts-noto-cjk)
+grep -qx "Noto Sans" <<<"$fonts" || need+=(fonts-noto-core)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   echo "installing system packages: ${need[*]}"

@@ -95,6 +95,7 @@ def test_default_demo_size_and_files(demo, tx, customers):
     assert len(feedback) == truth["counts"]["n_feedback"]
     assert len(tx) <= len(events) == truth["counts"]["n_events"] <= 2 * len(tx)
     assert feedback.score.astype(int).between(1, 5).all()
+    assert not feedback.duplicated().any() and not events.duplicated().any()
     assert set(tx.channel) == {"web", "store", "app"}
     assert set(feedback.type) == {"complaint", "inquiry", "review"}
 
@@ -241,7 +242,9 @@ def test_duplicate_accounts_match_their_person_and_have_transactions(demo, tx, c
     ]
     assert all(raw_differs)
     on_second = tx.customer_id.isin({p["duplicate_id"] for p in pairs})
-    assert on_second.sum() >= demo[1]["identity"]["lines_under_duplicate_id"] > 0
+    identity = demo[1]["identity"]
+    assert on_second.sum() == identity["rows_under_duplicate_id"]
+    assert identity["rows_under_duplicate_id"] >= identity["lines_under_duplicate_id"] > 0
 
 
 def test_pii_sentinels_have_transactions_and_feedback(demo, tx, customers):

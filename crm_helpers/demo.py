@@ -1503,9 +1503,10 @@ def _truth(
                 "multiplied by rate_scale (so alpha_effective = alpha / rate_scale) and every p "
                 "by dropout_scale = min(1, 2 / rate_scale). Purchase times live on the "
                 "operational clock of the seasonality block, mapped to calendar days (time "
-                "warping) with an hour of day drawn separately. A fit of BG/NBD per segment "
-                "(or of the pooled mixture) should give mean purchase rates near "
-                "mean_lambda_effective and dropout near the measured mean_dropout_p."
+                "warping) with an hour of day drawn separately. The Poisson and geometric counts "
+                "are redrawn (at most 40 times) until the expected number of lines is within "
+                "1.5 % of the target. A fit of BG/NBD per segment should give mean purchase rates "
+                "near mean_lambda_effective and dropout near segments.measured.mean_dropout_p."
             ),
             "time_unit": TIME_UNIT,
             "rate_scale": _round(s, 6),
@@ -1532,11 +1533,13 @@ def _truth(
             "description": (
                 "The target value of each order is Gamma(shape p, rate nu), with a per-customer "
                 "nu ~ Gamma(shape q, rate gamma) (expected order value p * gamma / (q - 1)). The "
-                "basket realises it: line targets are value / lines x lognormal noise, the "
-                "product is drawn from the price tier nearest the line target and quantity = "
-                "round(target / price) in 1..24, so realised order values (sum of quantity x "
-                "unit_price) follow the targets up to rounding; 'measured' gives the realised "
-                "mean order value per segment (GBP)."
+                "basket realises it: the value is split over the order's lines in proportion to "
+                "lognormal(0, 0.6) weights, each line's product comes from a price tier drawn "
+                "around exp(-0.8) x its target, and quantity = target / price rounded "
+                "stochastically into 1..24. Realised order values (sum of quantity x unit_price) "
+                "therefore follow the targets, a little higher for the cheapest orders (one unit "
+                "can cost more than the target); measured_mean_order_value gives the realised "
+                "mean per segment (GBP)."
             ),
             "params": gg_params,
             "measured_mean_order_value": gg_measured,
@@ -1578,7 +1581,7 @@ def _truth(
         "product_pairs": {
             "description": (
                 f"{len(cat.names)} products in {len(cat.categories)} categories; each line's "
-                "product is drawn by Zipf popularity within the price tier nearest the line's "
+                "product is drawn by Zipf popularity within a price tier drawn around the line's "
                 "target value. For each planted pair, when the antecedent A is in an order the "
                 "consequent B is added (quantity 1) with add_probability unless already there. "
                 "Support, confidence and lift = support(A and B) / (support(A) support(B)) are "

@@ -32,31 +32,27 @@ def test_run_with_unknown_key_fails_before_anything_runs(tmp_path):
     assert not (tmp_path / "reports").exists()
 
 
-def test_missing_column_is_reported_with_file_and_column(tmp_path):
-    write(tmp_path / "tx.csv", "customer_id,order_id,order_date,qty,unit_price\nA,O,2024-01-01,1,2\n")
-    p = write(tmp_path / "c.yml", f"""extends: {DEFAULT_PARAMS}
-client: c
-data:
-  source: files
-  transactions: {{path: tx.csv}}
-""")
-    proc = subprocess.run([*CLI, "validate", "--params", str(p)], capture_output=True, text=True,
+def _validate_csv(tmp_path: Path, csv: str) -> subprocess.CompletedProcess:
+    """Run `crm-report validate` on a client whose transactions file holds ``csv``."""
+    write(tmp_path / "tx.csv", csv)
+    p = write(tmp_path / "c.yml", f"extends: {DEFAULT_PARAMS}\nclient: c\ndata:\n  source: files\n"
+              "  transactions: {path: tx.csv}\n")
+    return subprocess.run([*CLI, "validate", "--params", str(p)], capture_output=True, text=True,
                           env={"CRM_PSEUDONYM_KEY": "k", "PATH": "/usr/bin:/bin"}, timeout=300)
+
+
+def test_missing_column_is_reported_with_file_and_column(tmp_path):
+    proc = _validate_csv(tmp_path, "customer_id,order_id,order_date,qty,unit_price\nA,O,2024-01-01,1,2\n")
     assert proc.returncode == 2
     assert "tx.csv: required column quantity missing" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
 def test_validate_prints_reconciliation_without_running_notebooks(tmp_path):
-    write(tmp_path / "tx.csv", "customer_id,order_id,order_date,quantity,unit_price\nA,O,2024-01-01,1,2\n,O2,2024-01-01,1,2\n")
-    p = write(tmp_path / "c.yml", f"""extends: {DEFAULT_PARAMS}
-client: c
-data:
-  source: files
-  transactions: {{path: tx.csv}}
-""")
-    proc = subprocess.run([*CLI, "validate", "--params", str(p)], capture_output=True, text=True,
-                          env={"CRM_PSEUDONYM_KEY": "k", "PATH": "/usr/bin:/bin"}, timeout=300)
+    proc = _validate_csv(
+        tmp_path,
+        "customer_id,order_id,order_date,quantity,unit_price\nA,O,2024-01-01,1,2\n,O2,2024-01-01,1,2\n",
+    )
     assert proc.returncode == 0, proc.stderr
     assert "transactions: 2 rows = 1 kept + 1 quarantined" in proc.stdout
     assert "missing_customer_id: 1" in proc.stdout

@@ -215,6 +215,101 @@ class DataQualityChapter(_Strict):
     )
 
 
+class ProfileChapter(_Strict):
+    """Chapter 01: customer profile, cohorts and tags."""
+
+    top_shares: list[float] = Field(
+        default_factory=lambda: [0.01, 0.10, 0.20],
+        description="Revenue concentration: share of revenue from the top x of customers.",
+    )
+    cohort_months: int = Field(
+        12,
+        ge=1,
+        le=60,
+        description="Months after the first purchase shown in the retention matrix.",
+    )
+    tag_new_days: int = Field(
+        90, ge=1, description="Tag 'new': first purchase within this many days."
+    )
+    tag_loyal_min_orders: int = Field(
+        5, ge=2, description="Tag 'loyal': at least this many orders."
+    )
+    tag_lapsing_days: int = Field(
+        180, ge=1, description="Tag 'lapsing': 2+ orders but none in this many days."
+    )
+    tag_high_value_share: float = Field(
+        0.10, gt=0, lt=1, description="Tag 'high value': in the top share of customers by revenue."
+    )
+    tag_returns_heavy_share: float = Field(
+        0.20,
+        gt=0,
+        le=1,
+        description="Tag 'returns-heavy': returns are at least this share of sales.",
+    )
+    tag_multi_channel_min: int = Field(
+        2, ge=2, description="Tag 'multi-channel': bought through at least this many channels."
+    )
+
+
+class SegmentRule(_Strict):
+    """One named RFM segment: R score and mean of F and M scores within inclusive ranges."""
+
+    name: str = Field(description="Segment name shown in the report.")
+    r: tuple[int, int] = Field(description="Inclusive range of the recency score (1-5).")
+    fm: tuple[float, float] = Field(description="Inclusive range of the mean of F and M scores.")
+    action: str = Field(description="Recommended action for the segment.")
+
+
+DEFAULT_SEGMENT_RULES = [
+    ("Champions", (4, 5), (4.0, 5.0), "Reward; early access; ask for reviews and referrals"),
+    ("Loyal", (3, 5), (3.0, 5.0), "Upsell higher-value products; loyalty programme"),
+    ("Potential loyalist", (4, 5), (2.0, 3.5), "Membership offer; recommend related products"),
+    ("New", (5, 5), (1.0, 1.5), "Onboarding; build the relationship early"),
+    ("Promising", (4, 4), (1.0, 1.5), "Brand awareness; free trials"),
+    ("Need attention", (3, 3), (2.0, 3.0), "Limited-time offers based on past purchases"),
+    ("About to sleep", (3, 3), (1.0, 2.0), "Share popular products; renewed discounts"),
+    (
+        "Cannot lose them",
+        (1, 2),
+        (4.5, 5.0),
+        "Win back with renewals or new products; talk to them",
+    ),
+    ("At risk", (1, 2), (3.0, 4.5), "Personalised e-mails; helpful resources; win-back offers"),
+    ("Hibernating", (2, 2), (1.0, 3.0), "Offer other relevant products and special discounts"),
+    ("Lost", (1, 1), (1.0, 3.0), "Revive interest with a reach-out campaign; else ignore"),
+]
+
+
+class SegmentationChapter(_Strict):
+    """Chapter 02: RFM scores and segments, clustering, value tiers."""
+
+    reference_date: dt.date | None = Field(
+        None, description="RFM as of this day; null = the day after the last transaction."
+    )
+    segment_rules: list[SegmentRule] = Field(
+        default_factory=lambda: [
+            SegmentRule(name=n, r=r, fm=fm, action=a) for n, r, fm, a in DEFAULT_SEGMENT_RULES
+        ],
+        description="Named RFM segments, first match wins (the usual 11-segment map).",
+    )
+    k_min: int = Field(2, ge=2, le=20, description="Smallest number of clusters tried.")
+    k_max: int = Field(8, ge=2, le=20, description="Largest number of clusters tried.")
+    extra_features: list[str] = Field(
+        default_factory=list,
+        description="Extra numeric columns of the unified customer view added to clustering.",
+    )
+    bootstrap_rounds: int = Field(
+        20, ge=0, le=500, description="Bootstrap refits for the cluster stability (ARI)."
+    )
+    tier_z: list[float] = Field(
+        default_factory=lambda: [-1.0, 0.0, 1.0],
+        description="Cut points (z-scores of log monetary) between the value tiers.",
+    )
+    silhouette_sample: int = Field(
+        5000, ge=100, description="Customers sampled (seeded) to compute silhouette scores."
+    )
+
+
 class SummaryChapter(_Strict):
     """Chapter 99: executive summary."""
 
@@ -228,6 +323,10 @@ class ChaptersParams(_Strict):
 
     data_quality: DataQualityChapter = Field(
         default_factory=DataQualityChapter, description="Chapter 00."
+    )
+    profile: ProfileChapter = Field(default_factory=ProfileChapter, description="Chapter 01.")
+    segmentation: SegmentationChapter = Field(
+        default_factory=SegmentationChapter, description="Chapter 02."
     )
     summary: SummaryChapter = Field(default_factory=SummaryChapter, description="Chapter 99.")
 

@@ -99,9 +99,48 @@ def _dq_section(dq: dict[str, Any]) -> str:
     )
 
 
+def _profile_section(p: dict[str, Any]) -> str:
+    top = p.get("revenue_share_top", {})
+    tags = ", ".join(
+        f"{k.replace('_', ' ')} {v:,}" for k, v in sorted(p.get("tag_counts", {}).items())
+    )
+    parts = [
+        f"The top 10 % of customers bring {fmt_pct(top.get('10%'))} of revenue (Gini "
+        f"{p['gini']:.2f})."
+        if "gini" in p
+        else "",
+        f"{fmt_pct(p.get('retention_month_1'))} of a cohort buys again in its second month."
+        if p.get("retention_month_1") is not None
+        else "",
+        f"Customer tags: {tags}." if tags else "",
+    ]
+    return " ".join(x for x in parts if x)
+
+
+def _segmentation_section(s: dict[str, Any]) -> str:
+    segs = sorted(s["segments"].items(), key=lambda kv: -kv[1]["revenue_share"])
+    rows = "\n".join(
+        f"| {name} | {v['customers']:,} | {fmt_pct(v['revenue_share'])} | {v['action']} |"
+        for name, v in segs
+    )
+    check = (
+        f" Against the demo's planted segments the clusters score an adjusted Rand index of "
+        f"{s['ari_planted']:.2f}."
+        if s.get("ari_planted") is not None
+        else ""
+    )
+    return (
+        f"{s['customers']:,} buying customers in {len(segs)} RFM segments; the data form "
+        f"{s['k']} {s['method']} clusters.{check}\n\n"
+        "| segment | customers | % revenue | recommended action |\n|---|--:|--:|---|\n" + rows
+    )
+
+
 #: slug -> (section title, Markdown from that chapter's artifact). Chapters add their entry.
 SECTIONS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "data_quality": ("Data quality", _dq_section),
+    "profile": ("Customer profile", _profile_section),
+    "segmentation": ("Segments and actions", _segmentation_section),
 }
 
 

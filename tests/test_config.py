@@ -118,8 +118,10 @@ def test_every_key_is_documented_in_the_model_and_in_default_yml():
         for part in key.split("."):
             assert isinstance(node, dict) and part in node, f"{key} missing from default.yml"
             node = node[part]
-        line = next(ln for ln in text.splitlines() if re.match(rf"\s*{key.split('.')[-1]}:", ln))
-        assert "#" in line or key.count(".") == 0 and isinstance(node, dict), f"{key} has no comment"
+        lines = text.splitlines()
+        i = next(i for i, ln in enumerate(lines) if re.match(rf"\s*{key.split('.')[-1]}:", ln))
+        documented = "#" in lines[i] or lines[i - 1].strip().startswith("#")  # same or line above
+        assert documented or key.count(".") == 0 and isinstance(node, dict), f"{key} has no comment"
 
     def described(model):
         for name, f in model.model_fields.items():

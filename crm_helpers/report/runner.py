@@ -29,7 +29,7 @@ from papermill.engines import NBClientEngine, papermill_engines
 from .. import __version__
 from ..chapters import FIRST, LAST, Chapter, selected
 from ..config import TABLES, Params, TableSource, chapter_parameters, load_params
-from ..data import connect, prepare
+from ..data import connect, prepare, pseudonym_key, pseudonymise
 from ..errors import DataError, RunError
 from ..paths import DEMO_DATA_DIR, PROJECT_ROOT, REPORTS_DIR, RunPaths
 from . import render
@@ -136,6 +136,29 @@ def demo_inputs(params: Params, progress: Progress = print) -> dict[str, TableSo
     return {
         t: TableSource(path=folder / f"{t}.csv") for t in TABLES if (folder / f"{t}.csv").is_file()
     }
+
+
+def write_planted_truth(demo_dir: Path, run: RunPaths, key: str) -> None:
+    """Write the demo's planted segments, pseudonymised, to ``prepared/planted_segments.parquet``.
+
+    Chapters compare what they recover with it (e.g. the adjusted Rand index of the clusters).
+    Each true person is keyed as the data layer keys them: the pseudonym of the smallest of
+    their raw ids.
+    """
+    import pandas as pd
+
+    truth = json.loads((demo_dir / "ground_truth.json").read_text())
+    group = {p["duplicate_id"]: p["canonical_id"] for p in truth["identity"]["pairs"]}
+    smallest: dict[str, str] = {}
+    for dup, canon in group.items():
+        smallest[canon] = min(canon, dup, smallest.get(canon, canon))
+    rows = sorted(
+        (pseudonymise(smallest.get(cid, cid), key), seg)
+        for cid, seg in truth["customer_segment"].items()
+    )
+    pd.DataFrame(rows, columns=["customer_key", "segment"]).to_parquet(
+        run.prepared / "planted_segments.parquet", index=False
+    )
 
 
 def input_sources(params: Params, progress: Progress = print) -> dict[str, TableSource]:
@@ -379,6 +402,8 @@ def run_report(
         manifest["error"] = "data preparation failed"
         _write_json(run.manifest, manifest)
         raise
+    if params.data.source == "demo":
+        write_planted_truth(inputs["transactions"].path.parent, run, pseudonym_key(params))
     manifest["timings"]["prepare"] = round(time.perf_counter() - t0, 2)
     manifest["timings"]["prepare_steps"] = prep.seconds
     manifest["inputs"] = prep.inputs

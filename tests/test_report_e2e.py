@@ -59,7 +59,9 @@ def first_run(reports, tmp_path_factory):
 
 def _truth(params_path: Path) -> dict:
     d = load_params(params_path).data.demo
-    folder = next(DEMO_DATA_DIR.glob(f"c{d.customers}-l{d.lines}-s{d.seed}-*"))
+    from crm_helpers.demo import GENERATOR_VERSION
+
+    folder = next(DEMO_DATA_DIR.glob(f"v{GENERATOR_VERSION}-c{d.customers}-l{d.lines}-s{d.seed}-*"))
     return json.loads((folder / "ground_truth.json").read_text())
 
 

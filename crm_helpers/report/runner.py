@@ -115,10 +115,10 @@ def git_state() -> dict[str, Any]:
 
 def demo_inputs(params: Params, progress: Progress = print) -> dict[str, TableSource]:
     """The demo tables for these params, generated once into ``demo_data/<key>/``."""
-    from ..demo import generate_demo
+    from ..demo import GENERATOR_VERSION, generate_demo
 
     d = params.data.demo
-    key = f"c{d.customers}-l{d.lines}-s{d.seed}-{d.start_date}-{d.years}y-{'dirt' if d.dirt else 'clean'}"
+    key = f"v{GENERATOR_VERSION}-c{d.customers}-l{d.lines}-s{d.seed}-{d.start_date}-{d.years}y-{'dirt' if d.dirt else 'clean'}"
     folder = DEMO_DATA_DIR / key
     if not (folder / "ground_truth.json").is_file():
         progress(

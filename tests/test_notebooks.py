@@ -49,3 +49,11 @@ def test_registry_and_notebook_folder_agree():
     files = sorted(p.name for p in NOTEBOOKS_DIR.glob("*.ipynb"))
     assert files == sorted(c.filename for c in CHAPTERS)
     assert [c.number for c in CHAPTERS] == sorted(c.number for c in CHAPTERS)
+
+
+def test_chapters_run_after_the_chapters_they_read():
+    from crm_helpers.chapters import Chapter
+    from crm_helpers.report.runner import waves
+
+    a, b, c = Chapter("01", "a", "A"), Chapter("02", "b", "B", reads=("a",)), Chapter("03", "c", "C")
+    assert [[x.slug for x in w] for w in waves([a, b, c])] == [["a", "c"], ["b"]]

@@ -111,3 +111,14 @@ def test_cluster_names_come_from_the_profiles_and_are_unique():
     assert names[0] == "Top value, active"
     assert names[2].endswith("lapsing") and names[3].endswith("one-time")
     assert len(set(names.values())) == 4
+
+
+def test_customer_table_joins_the_profile_tags():
+    rfm = pd.DataFrame({"customer_key": ["a", "b"], "recency_days": [1, 2], "frequency": [1, 2],
+                        "monetary": [1.0, 2.0], "r_score": [5, 4], "f_score": [1, 2], "m_score": [1, 2],
+                        "segment": ["New", "Loyal"], "cluster": ["x", "y"],
+                        "tier": pd.Categorical(["Low", "Top"])})
+    tags = pd.DataFrame({"customer_key": ["b"], "tags": ["loyal, high_value"]})
+    out = segment.customer_table(rfm, tags)
+    assert out["tags"].tolist() == ["", "loyal, high_value"] and out["tier"].tolist() == ["Low", "Top"]
+    assert "tags" not in segment.customer_table(rfm, None).columns

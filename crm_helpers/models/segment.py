@@ -221,6 +221,27 @@ def tier_labels(n_cuts: int) -> list[str]:
     return base.get(n_cuts, [f"Tier {i + 1}" for i in range(n_cuts + 1)])
 
 
+def customer_table(rfm: pd.DataFrame, tags: pd.DataFrame | None) -> pd.DataFrame:
+    """One row per customer: RFM values and scores, segment, cluster, tier, and chapter 01's tags."""
+    cols = [
+        "customer_key",
+        "recency_days",
+        "frequency",
+        "monetary",
+        "r_score",
+        "f_score",
+        "m_score",
+        "segment",
+        "cluster",
+        "tier",
+    ]
+    out = rfm[cols].astype({"tier": str})
+    if tags is not None and "tags" in tags.columns:
+        out = out.merge(tags[["customer_key", "tags"]], on="customer_key", how="left")
+        out["tags"] = out["tags"].fillna("")
+    return out
+
+
 # ------------------------------------------------------------------------------------ plots
 def plot_k_choice(scores: pd.DataFrame, best_k: int, ax: Axes | None = None) -> Axes:
     """Silhouette (left axis) and inertia (right axis, the elbow) by number of clusters."""

@@ -294,6 +294,22 @@ def execute_chapter(
     }
 
 
+def waves(chapters: list[Chapter]) -> list[list[Chapter]]:
+    """Group chapters into waves that can run in parallel: each after those it reads."""
+    slugs = {c.slug for c in chapters}
+    done: set[str] = set()
+    todo = list(chapters)
+    out = []
+    while todo:
+        ready = [c for c in todo if not (set(c.reads) & slugs) - done]
+        if not ready:  # a cycle: run the rest together rather than never
+            ready = todo
+        out.append(ready)
+        done |= {c.slug for c in ready}
+        todo = [c for c in todo if c not in ready]
+    return out
+
+
 def new_version(params: Params, client_dir: Path) -> str:
     """The run's version: ``report.version`` or the UTC time; never an existing folder."""
     if params.report.version:
@@ -444,12 +460,13 @@ def run_report(
     for ch in first:
         results[ch.slug] = execute_chapter(ch, params, run, printer)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for ch, res in zip(
-            middle,
-            pool.map(lambda c: execute_chapter(c, params, run, printer), middle),
-            strict=True,
-        ):
-            results[ch.slug] = res
+        for wave in waves(middle):  # a chapter runs after the chapters whose artifacts it reads
+            for ch, res in zip(
+                wave,
+                pool.map(lambda c: execute_chapter(c, params, run, printer), wave),
+                strict=True,
+            ):
+                results[ch.slug] = res
     # What the summary may know of the other chapters (no timings: artifacts stay reproducible).
     status = [
         {k: results[c.slug][k] for k in ("slug", "title", "status", "error")}

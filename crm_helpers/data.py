@@ -9,13 +9,17 @@ Every input row ends either *kept* (in ``prepared/<table>.parquet``) or *quarant
 
 Reason codes, checked in this order (a row gets the first that applies):
 
-- ``exact_duplicate``: the whole line repeats an earlier line (the first copy is kept).
+- ``exact_duplicate``: the whole line repeats an earlier line (the first copy is kept). With
+  ``order_id_from_row`` every line has its own order id, so identical lines stay separate orders.
 - ``missing_customer_id`` / ``missing_order_id`` / ``missing_event_type``: a required id is empty.
 - ``unparseable_date``: the date cannot be read (ISO 8601 or ``date_format``).
 - ``future_date``: the date is after ``cleaning.max_valid_date``.
 - ``unparseable_quantity`` / ``unparseable_price`` / ``unparseable_score``: not a finite number.
 - ``zero_quantity``: quantity is 0 (a line that sold nothing).
-- ``zero_price`` / ``negative_price``: the unit price is 0 or below.
+- ``zero_price``: the unit price is 0 (kept as an ordinary line with ``cleaning.zero_price: keep``).
+- ``negative_price``: the unit price is below 0. With ``price_is_line_total`` the unit price is the
+  line total / quantity, so ``unparseable_price`` and ``zero_price`` read the total and a total whose
+  sign differs from the quantity's is ``negative_price``.
 - ``score_out_of_range``: a feedback score outside ``cleaning.score_min .. score_max``.
 - ``conflicting_customer_id``: a customers row repeats an id with different attributes.
 
@@ -28,6 +32,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -161,21 +166,173 @@ def _fmt(path: Path, source: TableSource) -> str:
 
 
 # ------------------------------------------------------------------------------------- loading
-def register_raw(con: duckdb.DuckDBPyConnection, table: str, source: TableSource) -> dict[str, Any]:
-    """Create the view ``raw_<table>``: canonical column names, every value as text, plus ``_row``.
+#: ``TableSource.delimiter`` value for whitespace-separated text files.
+WHITESPACE = "whitespace"
+#: Field separator given to DuckDB when a text file is read one whole line per row; a line that
+#: contains it fails loudly (DuckDB then finds two fields), it is never split silently.
+_LINE_DELIM = "\x01"
 
-    ``_row`` is the 1-based data row of the file (row 1 is the line after the header).
+
+def _check_options(table: str, source: TableSource, fmt: str) -> None:
+    """Refuse source options that do not apply to this table or file format."""
+    for key in ("order_id_from_row", "price_is_line_total"):
+        if getattr(source, key) and table != "transactions":
+            raise DataError(
+                f"{source.path}: key 'data.{table}.{key}' applies to the transactions table "
+                "only; remove it"
+            )
+    if fmt == "parquet" and (not source.header or source.column_names is not None):
+        raise DataError(
+            f"{source.path}: keys 'data.{table}.header' and 'data.{table}.column_names' apply to "
+            "text and Excel files; a Parquet file names its own columns (remove them)"
+        )
+
+
+def _field_count_error(path: Path, line: int, found: int, expected: int, why: str) -> DataError:
+    return DataError(
+        f"{path}: line {line} has {found} field{'s' if found != 1 else ''}, expected {expected} "
+        f"({why}); fix the line, or the delimiter, header or column_names of the table"
+    )
+
+
+def _csv_line_error(path: Path, exc: duckdb.Error, why: str) -> DataError | None:
+    """DuckDB's 'wrong number of columns' error as a :class:`DataError` naming the line."""
+    text = str(exc)
+    line = re.search(r"CSV Error on Line: (\d+)", text)
+    counts = re.search(r"Expected Number of Columns: (\d+) Found: (\d+)", text)
+    if not (line and counts):
+        return None
+    expected, found = int(counts.group(1)), int(counts.group(2))
+    return _field_count_error(path, int(line.group(1)), found, expected, why)
+
+
+def _read_whitespace(
+    con: duckdb.DuckDBPyConnection, table: str, path: Path, source: TableSource
+) -> tuple[str, int]:
+    """Read a whitespace-separated text file into the temp table ``_ws_<table>``.
+
+    DuckDB reads the file one whole line per row; each line is stripped of leading and trailing
+    whitespace (CR included) and split on runs of whitespace. Blank lines are skipped.
+
+    Returns
+    -------
+    tuple of str and int
+        The relation to select from (columns in file order, values as text) and the number of
+        blank lines skipped.
 
     Raises
     ------
     DataError
-        When the file is unreadable or empty, or a required column is missing.
+        When a line has a different number of fields than the header, ``column_names`` or (when
+        neither is given) the first data line.
+
+    """
+    lines = (
+        f"read_csv({_lit(str(path))}, columns = {{'line': 'VARCHAR'}}, header = false, "
+        f"delim = {_lit(_LINE_DELIM)}, quote = '', escape = '', auto_detect = false)"
+    )
+    # row_number() over the file in insertion order is the line number (blank lines included).
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE _ws_{table} AS
+        SELECT _line, regexp_split_to_array(_s, '\\s+') AS _f
+        FROM (SELECT row_number() OVER () AS _line,
+                     regexp_replace(line, '^\\s+|\\s+$', '', 'g') AS _s FROM {lines})
+        WHERE coalesce(_s, '') <> '' ORDER BY _line"""
+    )
+    total, first = con.execute(f"SELECT count(*), min(_line) FROM _ws_{table}").fetchone()
+    all_lines = con.execute(f"SELECT count(*) FROM {lines}").fetchone()[0]
+    blank = int(all_lines - total)
+    if first is None:
+        raise DataError(f"{path}: the {table} table has no data rows (empty file or header only)")
+    start = first if source.header else first - 1  # data lines are those after ``start``
+    if source.header:
+        names = con.execute(f"SELECT _f FROM _ws_{table} WHERE _line = {first}").fetchone()[0]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise DataError(
+                f"{path}: line {first} (the header) repeats the column name "
+                f"{', '.join(repeated)}; rename it in the file"
+            )
+        why = f"the header on line {first} names {len(names)} columns"
+    elif source.column_names is not None:
+        names = list(source.column_names)
+        why = f"data.{table}.column_names names {len(names)} columns"
+    else:
+        width = con.execute(f"SELECT len(_f) FROM _ws_{table} WHERE _line = {first}").fetchone()[0]
+        names = [f"column{i}" for i in range(1, width + 1)]
+        why = f"the first data line, {first}, has {width} fields"
+    bad = con.execute(
+        f"SELECT _line, len(_f), count(*) OVER () FROM _ws_{table} "
+        f"WHERE _line > {start} AND len(_f) <> {len(names)} ORDER BY _line LIMIT 1"
+    ).fetchone()
+    if bad is not None:
+        line, found, n_bad = bad
+        more = f"; {n_bad} lines differ in all" if n_bad > 1 else ""
+        raise _field_count_error(path, line, found, len(names), why + more)
+    select = ", ".join(f"_f[{i}] AS {_q(n)}" for i, n in enumerate(names, start=1))
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE _ws_{table} AS "
+        f"SELECT {select} FROM _ws_{table} WHERE _line > {start} ORDER BY _line"
+    )
+    return f"_ws_{table}", blank
+
+
+def _read_csv_headerless(
+    con: duckdb.DuckDBPyConnection, table: str, path: Path, source: TableSource
+) -> str:
+    """A header-less CSV read with fixed columns, so that a ragged line is an error naming it."""
+    delim = source.delimiter
+    if delim is None:
+        delim = con.execute(f"SELECT Delimiter FROM sniff_csv({_lit(str(path))})").fetchone()[0]
+    if source.column_names is not None:
+        names = list(source.column_names)
+        why = f"data.{table}.column_names names {len(names)} columns"
+    else:
+        sniffed = con.execute(
+            f"DESCRIBE SELECT * FROM read_csv({_lit(str(path))}, all_varchar = true, "
+            f"header = false, delim = {_lit(delim)})"
+        ).fetchall()
+        names = [f"column{i}" for i in range(1, len(sniffed) + 1)]
+        why = f"the file has {len(names)} fields per line"
+    if source.delimiter is None:
+        # A ragged file can mislead the sniffer; then only a given delimiter finds the bad line.
+        why += f"; delimiter detected as {delim!r}: set data.{table}.delimiter if that is wrong"
+    cols = ", ".join(f"{_lit(n)}: 'VARCHAR'" for n in names)
+    rel = (
+        f"read_csv({_lit(str(path))}, columns = {{{cols}}}, header = false, "
+        f"delim = {_lit(delim)}, auto_detect = false)"
+    )
+    try:
+        con.execute(f"SELECT count(*) FROM {rel}").fetchone()
+    except duckdb.Error as exc:
+        raise _csv_line_error(path, exc, why) or exc from None
+    return rel
+
+
+def register_raw(con: duckdb.DuckDBPyConnection, table: str, source: TableSource) -> dict[str, Any]:
+    """Create the view ``raw_<table>``: canonical column names, every value as text, plus ``_row``.
+
+    ``_row`` is the 1-based data row of the file (row 1 is the line after the header, or the first
+    line without one; blank lines are not rows). With ``source.order_id_from_row`` the column
+    ``order_id`` is ``_row`` as text.
+
+    Raises
+    ------
+    DataError
+        When the file is unreadable or empty, a line has the wrong number of fields, a required
+        column is missing, or an option does not apply to the table or format.
 
     """
     path = Path(source.path)
     fmt = _fmt(path, source)
+    _check_options(table, source, fmt)
+    blank_lines: int | None = None
     try:
-        if fmt == "csv":
+        if fmt == "csv" and source.delimiter == WHITESPACE:
+            rel, blank_lines = _read_whitespace(con, table, path, source)
+        elif fmt == "csv" and not source.header:
+            rel = _read_csv_headerless(con, table, path, source)
+        elif fmt == "csv":
             opts = ["all_varchar = true", "header = true"]
             if source.delimiter:
                 opts.append(f"delim = {_lit(source.delimiter)}")
@@ -183,17 +340,22 @@ def register_raw(con: duckdb.DuckDBPyConnection, table: str, source: TableSource
         elif fmt == "parquet":
             rel = f"read_parquet({_lit(str(path))})"
         else:  # Excel: DuckDB's excel extension is not installable offline, so read with openpyxl
-            import pandas as pd
-
-            frame = pd.read_excel(path, sheet_name=source.sheet or 0, dtype=str)
-            con.register(f"_excel_{table}", frame)
-            rel = f"_excel_{table}"
+            rel = _register_excel(con, table, path, source)
         cols = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {rel}").fetchall()]
     except (duckdb.Error, ValueError, OSError) as exc:
         raise DataError(f"{path}: cannot read the {table} table as {fmt}: {exc}") from None
 
     spec = CANONICAL_COLUMNS[table]
     mapping = {c: source.columns.get(c, c) for c in spec["required"] + spec["optional"]}
+    derived: dict[str, str] = {}
+    if source.order_id_from_row:
+        if "order_id" in cols:
+            raise DataError(
+                f"{path}: the {table} table has its own order_id column, but "
+                f"data.{table}.order_id_from_row is set: remove order_id_from_row"
+            )
+        del mapping["order_id"]
+        derived["order_id"] = "CAST(row_number() OVER () AS VARCHAR)"
     missing = [
         f"{canon} (column {src!r})" if src != canon else canon
         for canon, src in mapping.items()
@@ -206,8 +368,11 @@ def register_raw(con: duckdb.DuckDBPyConnection, table: str, source: TableSource
         )
     present = {canon: src for canon, src in mapping.items() if src in cols}
     select = ", ".join(
-        f"NULLIF(TRIM(CAST({_q(src)} AS VARCHAR)), '') AS {_q(canon)}"
-        for canon, src in present.items()
+        [
+            f"NULLIF(TRIM(CAST({_q(src)} AS VARCHAR)), '') AS {_q(canon)}"
+            for canon, src in present.items()
+        ]
+        + [f"{expr} AS {_q(canon)}" for canon, expr in derived.items()]
     )
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE raw_{table} AS "
@@ -217,14 +382,37 @@ def register_raw(con: duckdb.DuckDBPyConnection, table: str, source: TableSource
     if n == 0:
         raise DataError(f"{path}: the {table} table has no data rows (empty file or header only)")
     extra = sorted(set(cols) - set(present.values()))
-    return {
+    info = {
         "path": str(path),
         "format": fmt,
         "rows": int(n),
         "sha256": sha256_file(path),
-        "columns": sorted(present),
+        "columns": sorted([*present, *derived]),
         "ignored_columns": extra,
     }
+    if blank_lines is not None:
+        info["blank_lines"] = blank_lines
+    return info
+
+
+def _register_excel(
+    con: duckdb.DuckDBPyConnection, table: str, path: Path, source: TableSource
+) -> str:
+    """Register the Excel sheet (values as text) as ``_excel_<table>``; return its name."""
+    import pandas as pd
+
+    header = 0 if source.header else None
+    frame = pd.read_excel(path, sheet_name=source.sheet or 0, dtype=str, header=header)
+    if not source.header:
+        names = source.column_names or [f"column{i}" for i in range(1, frame.shape[1] + 1)]
+        if len(names) != frame.shape[1]:
+            raise DataError(
+                f"{path}: the sheet has {frame.shape[1]} columns, but data.{table}.column_names "
+                f"names {len(names)}; name every column in sheet order"
+            )
+        frame.columns = names
+    con.register(f"_excel_{table}", frame)
+    return f"_excel_{table}"
 
 
 def _parse_ts(col: str, date_format: str | None) -> str:
@@ -250,7 +438,12 @@ def _typed_sql(
     if table == "transactions":
         ts = _parse_ts("order_date", fmt)
         q, p = _num("quantity"), _num("unit_price")
-        parsed = [f"{ts} AS order_ts", f"{q} AS qty", f"{p} AS price"]
+        # With a line total, p is the total: the unit price is derived (quantity 0 is quarantined
+        # before it matters) and the total itself is kept as the exact amount.
+        price = f"({p} / NULLIF({q}, 0))" if source.price_is_line_total else p
+        parsed = [f"{ts} AS order_ts", f"{q} AS qty", f"{price} AS price"]
+        if source.price_is_line_total:
+            parsed.append(f"{p} AS line_total")
         checks += [
             ("missing_customer_id", "customer_id IS NULL"),
             ("missing_order_id", "order_id IS NULL"),
@@ -259,9 +452,10 @@ def _typed_sql(
             ("unparseable_quantity", f"{q} IS NULL"),
             ("unparseable_price", f"{p} IS NULL"),
             ("zero_quantity", f"{q} = 0"),
-            ("zero_price", f"{p} = 0"),
-            ("negative_price", f"{p} < 0"),
         ]
+        if params.cleaning.zero_price == "quarantine":
+            checks.append(("zero_price", f"{p} = 0"))
+        checks.append(("negative_price", f"{price} < 0"))
     elif table == "customers":
         parsed = []
         for c in ("signup_date", "birth_date"):
@@ -531,11 +725,14 @@ def prepare(
         if name_sql
         else ""
     )
+    # A line total read from the file is the amount as given (qty * total / qty may differ from it
+    # in the last bits).
+    amount = "t.line_total" if inputs["transactions"].price_is_line_total else "t.qty * t.price"
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE transactions AS
         SELECT {_pseudo(key)} AS customer_key, t.order_id, t.order_ts, CAST(t.order_ts AS DATE) AS order_date,
           {"".join(f"t.{c}, " for c in opt)}t.qty AS quantity, t.price AS unit_price,
-          t.qty * t.price AS amount, t.qty < 0 AS is_return, {is_cancel} AS is_cancellation,
+          {amount} AS amount, t.qty < 0 AS is_return, {is_cancel} AS is_cancellation,
           {is_product} AS is_product, t._row AS source_row{name_sql}
         FROM typed_transactions t
         LEFT JOIN id_map m ON m.customer_id = t.customer_id

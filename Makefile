@@ -34,6 +34,7 @@ lint: setup ## ruff and the stripped-notebook check
 bench: setup ## run the benchmarks (writes benchmarks/results/*.json)
 	$(BIN)/python benchmarks/bench_run.py
 	$(BIN)/python benchmarks/bench_rfm.py
+	$(BIN)/python benchmarks/bench_clv.py
 
 clean: ## remove the virtual environment and generated reports
 	rm -rf $(VENV) reports/*/ .pytest_cache

@@ -32,6 +32,7 @@ CHAPTERS: tuple[Chapter, ...] = (
     Chapter("00", "data_quality", "Data quality and unified customer view"),
     Chapter("01", "profile", "Customer profile and cohorts"),
     Chapter("02", "segmentation", "Segmentation", reads=("profile",)),
+    Chapter("03", "clv", "Customer lifetime value"),
     Chapter("99", "summary", "Executive summary and actions", reads=("*",)),
 )
 FIRST, LAST = "data_quality", "summary"

@@ -98,17 +98,71 @@ class TableSource(_Strict):
         default_factory=dict,
         description="Canonical column name -> the client's column name (only those that differ).",
     )
-    delimiter: str | None = Field(None, description="CSV delimiter; null = detect.")
+    delimiter: str | None = Field(
+        None,
+        description="CSV delimiter; null = detect; 'whitespace' = runs of spaces or tabs separate "
+        "the fields (leading and trailing whitespace, CR and blank lines ignored; quotes are "
+        "ordinary characters, so no field may contain a space).",
+    )
     date_format: str | None = Field(
         None, description="strptime format of date columns (e.g. '%d/%m/%Y'); null = ISO 8601."
     )
     sheet: str | None = Field(None, description="Excel sheet name; null = the first sheet.")
+    header: bool = Field(
+        True,
+        description="The first line (CSV, whitespace) or row (Excel) holds the column names; "
+        "false = every line is data.",
+    )
+    column_names: list[str] | None = Field(
+        None,
+        description="With header: false, the names of the columns in file order (map them under "
+        "columns like header names); null = column1, column2, ...",
+    )
+    order_id_from_row: bool = Field(
+        False,
+        description="Transactions without an order id: each data row is its own order, "
+        "order_id = the 1-based data row as text (identical lines then stay separate orders, "
+        "so none is an exact_duplicate).",
+    )
+    price_is_line_total: bool = Field(
+        False,
+        description="Transactions: the column mapped to unit_price holds the line total; "
+        "unit_price = total / quantity and amount = the total exactly.",
+    )
 
     @field_validator("path")
     @classmethod
     def _path_exists(cls, v: Path) -> Path:
         if not Path(v).is_file():
             raise ValueError(f"data file not found: {v}")
+        return v
+
+    @field_validator("column_names")
+    @classmethod
+    def _column_names_usable(cls, v: list[str] | None, info: Any) -> list[str] | None:
+        if v is None:
+            return v
+        if info.data.get("header", True):
+            raise ValueError(
+                "column_names names the columns of a file without a header line: set "
+                "header: false, or map the header's own names under columns"
+            )
+        names = [n.strip() for n in v]
+        if not names or "" in names:
+            raise ValueError(f"column_names must be non-empty names (got {v!r})")
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"column_names repeats {', '.join(repeated)}: names must be unique")
+        return names
+
+    @field_validator("order_id_from_row")
+    @classmethod
+    def _order_id_not_also_mapped(cls, v: bool, info: Any) -> bool:
+        if v and "order_id" in info.data.get("columns", {}):
+            raise ValueError(
+                "order_id_from_row numbers the rows as order ids: remove columns.order_id "
+                f"({info.data['columns']['order_id']!r}) or set order_id_from_row: false"
+            )
         return v
 
 
@@ -139,6 +193,11 @@ class CleaningParams(_Strict):
     non_product_codes: list[str] = Field(
         default_factory=list,
         description="product_id values that are not products (postage, fees): kept, flagged.",
+    )
+    zero_price: Literal["quarantine", "keep"] = Field(
+        "quarantine",
+        description="Lines with unit price 0: quarantine (reason zero_price) or keep as ordinary "
+        "transactions (free items, promotions). Negative prices are quarantined either way.",
     )
     score_min: float = Field(0, description="Lowest valid feedback score (CSAT 1-5, NPS 0-10).")
     score_max: float = Field(10, description="Highest valid feedback score.")
@@ -310,6 +369,62 @@ class SegmentationChapter(_Strict):
     )
 
 
+class ClvChapter(_Strict):
+    """Chapter 03: customer lifetime value (BG/NBD + Gamma-Gamma)."""
+
+    time_unit: Literal["days", "weeks"] = Field(
+        "weeks", description="Time unit of frequency, recency and T (and of the model's rates)."
+    )
+    calibration_end: dt.date | None = Field(
+        None,
+        description="Last day of the calibration period; null = leave the last holdout_share of "
+        "the observation period as holdout.",
+    )
+    observation_end: dt.date | None = Field(
+        None, description="Last day of the observation period; null = the last transaction day."
+    )
+    holdout_share: float = Field(
+        0.33,
+        gt=0,
+        lt=1,
+        description="Share of the period kept as holdout when calibration_end is null.",
+    )
+    prediction_periods: int = Field(
+        26, ge=1, description="Expected transactions are shown for the next N time units."
+    )
+    horizon_months: int = Field(12, ge=1, le=120, description="CLV horizon in months.")
+    monthly_discount_rate: float = Field(
+        0.01, ge=0, lt=1, description="Monthly discount rate of future spend in the CLV."
+    )
+    margin: float = Field(
+        1.0, gt=0, le=1, description="Share of spend that is margin; 1 = CLV in revenue."
+    )
+    min_customers: int = Field(
+        200, ge=10, description="Data-sufficiency gate: customers in the calibration period."
+    )
+    min_repeat_buyers: int = Field(
+        50, ge=10, description="Data-sufficiency gate: customers with a repeat purchase."
+    )
+    min_calibration_days: int = Field(
+        90, ge=1, description="Data-sufficiency gate: length of the calibration period in days."
+    )
+    min_holdout_days: int = Field(
+        28, ge=1, description="Data-sufficiency gate: length of the holdout period in days."
+    )
+    top_share: float = Field(
+        0.2, gt=0, lt=1, description="Scorecard: share of top holdout spenders to capture."
+    )
+    interval_draws: int = Field(
+        200,
+        ge=0,
+        le=5000,
+        description="Parameter draws (seeded) for the intervals on headline figures; 0 = none.",
+    )
+    interval_level: float = Field(
+        0.9, gt=0, lt=1, description="Coverage of the intervals on headline figures."
+    )
+
+
 class SummaryChapter(_Strict):
     """Chapter 99: executive summary."""
 
@@ -328,6 +443,7 @@ class ChaptersParams(_Strict):
     segmentation: SegmentationChapter = Field(
         default_factory=SegmentationChapter, description="Chapter 02."
     )
+    clv: ClvChapter = Field(default_factory=ClvChapter, description="Chapter 03.")
     summary: SummaryChapter = Field(default_factory=SummaryChapter, description="Chapter 99.")
 
 

@@ -136,11 +136,57 @@ def _segmentation_section(s: dict[str, Any]) -> str:
     )
 
 
+def _clv_section(c: dict[str, Any]) -> str:
+    if c.get("status") != "ok":
+        missing = "; ".join(c.get("missing") or []) or c.get("error") or "unknown reason"
+        return f"Not estimated for this data: it needs {missing}."
+    iv = c.get("total_clv_interval")
+    interval = (
+        f" ({fmt_pct(c['interval_level'], 0)} interval {fmt_num(iv[0])} to {fmt_num(iv[1])})"
+        if iv
+        else ""
+    )
+    h = c["holdout"]
+    verdict = "beats" if h["model_beats_baseline"] else "does not beat"
+    return (
+        f"Expected value of the {c['customers']:,} customers over the next {c['horizon_months']} "
+        f"months: {fmt_num(c['total_clv'])}{interval}; the top 10 % of customers hold "
+        f"{fmt_pct(c['top_decile_share'])} of it. On the holdout the model predicted "
+        f"{fmt_num(h['transactions_predicted'])} repeat purchases against "
+        f"{fmt_num(h['transactions_actual'])} actual ({h['transactions_error_pct']:+.1f} %) and "
+        f"{verdict} the naive baseline."
+    )
+
+
+def clv_by_segment(run_dir: str | Path) -> pd.DataFrame | None:
+    """Total and mean CLV per RFM segment: chapter 03's table joined with chapter 02's.
+
+    None when either artifact table is missing.
+    """
+    values = artifacts.load_table(run_dir, "clv")
+    segments = artifacts.load_table(run_dir, "segmentation")
+    if values is None or segments is None:
+        return None
+    joined = values[["customer_key", "clv", "p_alive"]].merge(
+        segments[["customer_key", "segment"]], on="customer_key", how="left"
+    )
+    joined["segment"] = joined["segment"].fillna("(no RFM segment)")
+    out = joined.groupby("segment").agg(
+        customers=("clv", "size"),
+        total_clv=("clv", "sum"),
+        mean_clv=("clv", "mean"),
+        mean_p_alive=("p_alive", "mean"),
+    )
+    out["clv_share"] = out["total_clv"] / out["total_clv"].sum()
+    return out.sort_values(["total_clv", "customers"], ascending=False).reset_index()
+
+
 #: slug -> (section title, Markdown from that chapter's artifact). Chapters add their entry.
 SECTIONS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "data_quality": ("Data quality", _dq_section),
     "profile": ("Customer profile", _profile_section),
     "segmentation": ("Segments and actions", _segmentation_section),
+    "clv": ("Customer lifetime value", _clv_section),
 }
 
 

@@ -139,7 +139,10 @@ def demo_inputs(params: Params, progress: Progress = print) -> dict[str, TableSo
 
 
 def write_planted_truth(demo_dir: Path, run: RunPaths, key: str) -> None:
-    """Write the demo's planted segments, pseudonymised, to ``prepared/planted_segments.parquet``.
+    """Write the demo's planted segments (pseudonymised) and planted model parameters.
+
+    ``prepared/planted_segments.parquet`` holds each customer's segment;
+    ``prepared/planted_truth.json`` the per-segment measured rates, dropout and order values.
 
     Chapters compare what they recover with it (e.g. the adjusted Rand index of the clusters).
     Each true person is keyed as the data layer keys them: the pseudonym of the smallest of
@@ -159,6 +162,14 @@ def write_planted_truth(demo_dir: Path, run: RunPaths, key: str) -> None:
     pd.DataFrame(rows, columns=["customer_key", "segment"]).to_parquet(
         run.prepared / "planted_segments.parquet", index=False
     )
+    # The planted model parameters (no customer data): chapters check what they recover.
+    planted = {
+        "time_unit": truth["bgnbd"]["time_unit"],
+        "segments": truth["segments"]["measured"],
+        "bgnbd": truth["bgnbd"]["params"],
+        "gamma_gamma": truth["gamma_gamma"]["params"],
+    }
+    (run.prepared / "planted_truth.json").write_text(json.dumps(planted, indent=1, sort_keys=True))
 
 
 def input_sources(params: Params, progress: Progress = print) -> dict[str, TableSource]:

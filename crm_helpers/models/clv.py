@@ -237,8 +237,11 @@ def _fit(model: str, names: tuple[str, ...], fun, n: int, starts: list[np.ndarra
                 bounds=bounds,
                 options={"maxiter": 5000, "ftol": 1e-15, "gtol": 1e-10},
             )
-            res.converged = bool(res.success)
-            if not res.success:
+            # L-BFGS-B may stop on a line-search failure at the optimum (the likelihood is flat to
+            # machine precision there): a vanishing gradient counts as converged.
+            grad_max = float(np.max(np.abs(fun(res.x)[1]))) if np.isfinite(res.fun) else np.inf
+            res.converged = bool(res.success or grad_max < 1e-2)
+            if not res.converged:
                 polish = optimize.minimize(
                     value,
                     np.clip(res.x, -LOG_BOUND, LOG_BOUND),

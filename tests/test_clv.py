@@ -200,6 +200,9 @@ def test_summary_sql_hand_fixture(tmp_path):
     assert (a["holdout_transactions"], a["holdout_spend"]) == (2, 15.0)
     assert (b["frequency"], b["recency"], b["T"]) == (0, 0.0, 16 / 7)
     assert pd.isna(b["monetary_value"])
+    frame = clv.TimeFrame(d(2024, 1, 1), d(2024, 1, 31), d(2024, 2, 29), "weeks")
+    counts = clv.population_counts(duckdb.connect(), path, frame)
+    assert counts == {"customers": 3, "buyers": 3, "first_in_holdout": 1}  # c starts on 02-02
     days = duckdb.connect().execute(clv.summary_sql(path, d(2024, 1, 31), d(2024, 2, 29), "days"))
     assert days.df().set_index("customer_id").loc["a", "T"] == 30.0
 

@@ -33,6 +33,8 @@ UNIT_DAYS = {"days": 1.0, "weeks": 7.0}
 DAYS_PER_MONTH = 365.25 / 12
 BGNBD_PARAMS = ("r", "alpha", "a", "b")
 GG_PARAMS = ("p", "q", "gamma")
+#: A purchase line: not a return or cancellation, and a product (not postage or a fee).
+PURCHASE = "NOT is_return AND is_product"
 LOG_BOUND = math.log(1e6)  # parameters live in [1e-6, 1e6]; closer than 1e-3 (log) = "at bound"
 
 
@@ -62,7 +64,7 @@ def summary_sql(
         SELECT customer_key AS customer_id, order_date AS d,
             sum(CAST(amount AS DECIMAL(38, 6))) AS value  -- exact: same sum in any thread order
         FROM read_parquet('{path}')
-        WHERE NOT is_return AND is_product AND order_date <= {obs}
+        WHERE {PURCHASE} AND order_date <= {obs}
         GROUP BY ALL
     ), firsts AS (
         SELECT customer_id, min(d) AS first_purchase FROM days GROUP BY ALL
@@ -98,7 +100,7 @@ def repeat_curve_sql(
     WITH days AS (
         SELECT DISTINCT customer_key AS customer_id, order_date AS d
         FROM read_parquet('{path}')
-        WHERE NOT is_return AND is_product AND order_date <= {obs}
+        WHERE {PURCHASE} AND order_date <= {obs}
     ), ranked AS (
         SELECT *, min(d) OVER (PARTITION BY customer_id) AS first_purchase FROM days
     ), start AS (SELECT min(d) AS d0 FROM days)
@@ -876,8 +878,7 @@ def time_frame(
     """
     path = str(transactions).replace("'", "''")
     start, last = con.execute(
-        f"SELECT min(order_date), max(order_date) FROM read_parquet('{path}') "
-        "WHERE NOT is_return AND is_product"
+        f"SELECT min(order_date), max(order_date) FROM read_parquet('{path}') WHERE {PURCHASE}"
     ).fetchone()
     if start is None:
         return None
@@ -978,3 +979,22 @@ def planted_check(summary: pd.DataFrame, planted: dict[str, dict[str, float]]) -
                 }
             )
     return pd.DataFrame(rows)
+
+
+def population_counts(con: Any, transactions: str | Path, frame: TimeFrame) -> dict[str, int]:
+    """Customers in the prepared transactions, buyers, and buyers first seen in the holdout."""
+    path = str(transactions).replace("'", "''")
+    return dict(
+        zip(
+            ("customers", "buyers", "first_in_holdout"),
+            con.execute(
+                f"""SELECT count(DISTINCT customer_key),
+                    count(DISTINCT customer_key) FILTER (WHERE {PURCHASE}),
+                    (SELECT count(*) FROM (SELECT min(order_date) AS f FROM read_parquet('{path}')
+                        WHERE {PURCHASE} GROUP BY customer_key)
+                     WHERE f > DATE '{frame.calibration_end}' AND f <= DATE '{frame.observation_end}')
+                FROM read_parquet('{path}')"""
+            ).fetchone(),
+            strict=True,
+        )
+    )

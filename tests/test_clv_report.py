@@ -62,6 +62,9 @@ def test_cdnow_report_holds_the_published_estimates_under_the_design_keys(cdnow)
     assert all(bg["se"][k] > 0 for k in ("r", "alpha", "a", "b"))
     h = c["holdout"]
     assert h["transactions_actual"] == 1882 and h["holdout_length"] == 39.0
+    # cumulative repeat purchases by week 78 (FHL 2005's tracking figure): 2,457 + 1,882 actual
+    assert h["cumulative_actual"] == 2457 + 1882
+    assert abs(h["cumulative_error_pct"]) < 5
     # the model beats carrying calibration behaviour forward on CDNOW, per customer and in total
     assert h["transactions_mae"] < h["baseline"]["transactions_mae"]
     assert h["spend_mae"] < h["baseline"]["spend_mae"]

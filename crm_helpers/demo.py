@@ -195,7 +195,7 @@ DIRT_FRACTIONS = {
 }
 DUPLICATE_ACCOUNT_SHARE = 0.02
 #: Bumped whenever the generated data change; part of the demo cache key.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 
 CATALOGUE: dict[str, list[tuple[str, float]]] = {
     "Kitchen": [
@@ -1361,6 +1361,18 @@ def _truth(
     dropped = ppl.dropped
     s = ppl.scale
     p_scale = min(1.0, S_FREE / s)
+    # The rate in calendar time while alive: the operational clock runs at cal.weights per day,
+    # so a customer alive from their first purchase to their last one (dropped) or to the end
+    # buys at lam x the mean clock weight over that window (trend and season included).
+    first_day = np.full(n, cal.days, dtype=np.int64)
+    np.minimum.at(first_day, od.cust, od.day)
+    last_day = np.zeros(n, dtype=np.int64)
+    np.maximum.at(last_day, od.cust, od.day)
+    first_day = np.minimum(first_day, cal.days - 1)
+    end_day = np.maximum(np.where(dropped, last_day, cal.days - 1), first_day)
+    cum_w = np.concatenate([[0.0], np.cumsum(cal.weights)])
+    window_w = (cum_w[end_day + 1] - cum_w[first_day]) / (end_day + 1 - first_day)
+    lam_calendar = ppl.lam * window_w
 
     seg_params, seg_measured, bg_params, gg_params, gg_measured = {}, {}, {}, {}, {}
     for k, name in enumerate(SEGMENTS):
@@ -1381,6 +1393,7 @@ def _truth(
             "mean_purchase_lines": _round(lines_per[mine].mean(), 4) if cnt else None,
             "mean_order_value": _round(amount[o_mine].mean(), 2) if o_mine.any() else None,
             "mean_lambda_per_week": _round(ppl.lam[mine].mean(), 6) if cnt else None,
+            "mean_lambda_calendar_per_week": _round(lam_calendar[mine].mean(), 6) if cnt else None,
             "mean_dropout_p": _round(ppl.p[mine].mean(), 6) if cnt else None,
             "dropped_out_share": _round(dropped[mine].mean(), 4) if cnt else None,
         }
@@ -1532,8 +1545,11 @@ def _truth(
                 "operational clock of the seasonality block, mapped to calendar days (time "
                 "warping) with an hour of day drawn separately. The Poisson and geometric counts "
                 "are redrawn (at most 40 times) until the expected number of lines is within "
-                "1.5 % of the target. A fit of BG/NBD per segment should give mean purchase rates "
-                "near mean_lambda_effective and dropout near segments.measured.mean_dropout_p."
+                "1.5 % of the target. A BG/NBD fit per segment in calendar time should give mean "
+                "purchase rates near segments.measured.mean_lambda_calendar_per_week (lambda "
+                "times the mean clock weight over each customer's alive window: customers who "
+                "drop out early lived when the clock, with its upward trend, ran slower) and "
+                "dropout near segments.measured.mean_dropout_p."
             ),
             "time_unit": TIME_UNIT,
             "rate_scale": _round(s, 6),

@@ -932,8 +932,8 @@ def planted_check(summary: pd.DataFrame, planted: dict[str, dict[str, float]]) -
     summary
         The per-customer summary with a ``segment`` column.
     planted
-        Segment -> ``mean_lambda_per_week``, ``mean_dropout_p``, ``mean_order_value`` (the demo's
-        ground truth, in weeks).
+        Segment -> ``mean_lambda_calendar_per_week`` (else ``mean_lambda_per_week``),
+        ``mean_dropout_p``, ``mean_order_value`` (the demo's ground truth, in weeks).
 
     Returns
     -------
@@ -954,17 +954,19 @@ def planted_check(summary: pd.DataFrame, planted: dict[str, dict[str, float]]) -
             ]
         except ClvFitError:
             continue
+        # the planted rate in calendar time (the demo's clock has a trend and seasons)
+        lam = truth.get("mean_lambda_calendar_per_week", truth["mean_lambda_per_week"])
         per_week = rate[0] * spend[0]
         # delta method for the product of two independent estimates
         per_week_se = math.hypot(rate[1] * spend[0], spend[1] * rate[0])
         for quantity, (est, se), value in (
-            ("purchases per week", rate, truth["mean_lambda_per_week"]),
+            ("purchases per week", rate, lam),
             ("dropout probability", drop, truth["mean_dropout_p"]),
             ("spend per purchase", spend, truth["mean_order_value"]),
             (
                 "spend per week",
                 (per_week, per_week_se),
-                truth["mean_lambda_per_week"] * truth["mean_order_value"],
+                lam * truth["mean_order_value"],
             ),
         ):
             rows.append(

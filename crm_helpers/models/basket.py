@@ -1,0 +1,260 @@
+"""Market basket analysis: frequent itemsets (mlxtend), association rules with R arules' conventions.
+
+Conventions (those of R's arules, so that counts can be checked against it):
+
+- an itemset is frequent when its basket count is at least ``ceil(min_support * n)``;
+- a rule has one item on its right-hand side by default (``max_consequent`` allows more);
+- rules with an empty left-hand side (``{} => item``) are kept when they pass the thresholds;
+- confidence = count(X and Y) / count(X); lift = confidence / support(Y);
+  leverage = support(X and Y) - support(X) support(Y); conviction = (1 - support(Y)) / (1 - conf).
+
+Beyond those metrics every rule gets a one-sided Fisher exact test (is Y more frequent with X than
+without?) with a multiple-testing correction, and the top rules a bootstrap stability check.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from itertools import combinations
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import sparse, stats
+
+
+# ----------------------------------------------------------------------------------- encoding
+def read_basket_file(path: str, sep: str = ",") -> list[list[str]]:
+    """One basket per line, items separated by ``sep`` (the Groceries format); empty items dropped."""
+    with open(path, encoding="utf-8") as fh:
+        return [[i.strip() for i in line.rstrip("\n").split(sep) if i.strip()] for line in fh]
+
+
+def encode(
+    baskets: Sequence[Iterable[str]], min_support: float
+) -> tuple[pd.DataFrame, pd.Series, int]:
+    """Sparse boolean basket x item matrix, keeping only items that can be frequent.
+
+    Items below ``ceil(min_support * n)`` baskets cannot be part of a frequent itemset, so they are
+    pruned before encoding; memory then grows with the frequent items, not the catalogue.
+
+    Returns
+    -------
+    (onehot, item_counts, n)
+        ``onehot``: a pandas DataFrame with sparse boolean columns (one per kept item, sorted);
+        ``item_counts``: baskets per item for every item (pruned ones included), descending;
+        ``n``: number of baskets.
+    """
+    sets = [sorted(set(b)) for b in baskets]
+    n = len(sets)
+    counts = pd.Series([i for b in sets for i in b], dtype="string").value_counts()
+    counts = counts.sort_index().sort_values(ascending=False, kind="stable")
+    need = min_count(min_support, n)
+    items = sorted(counts.index[counts >= need])
+    col = {item: j for j, item in enumerate(items)}
+    rows, cols = [], []
+    for r, b in enumerate(sets):
+        for i in b:
+            j = col.get(i)
+            if j is not None:
+                rows.append(r)
+                cols.append(j)
+    mat = sparse.csc_matrix(
+        (np.ones(len(rows), dtype=bool), (rows, cols)), shape=(n, len(items)), dtype=bool
+    )
+    onehot = pd.DataFrame.sparse.from_spmatrix(mat, columns=items)
+    return onehot, counts.astype(int), n
+
+
+def min_count(min_support: float, n: int) -> int:
+    """The smallest basket count that is frequent: ceil(min_support * n) (arules' rule)."""
+    return max(1, math.ceil(min_support * n - 1e-9))
+
+
+# ----------------------------------------------------------------------------------- itemsets
+def frequent_itemsets(
+    onehot: pd.DataFrame,
+    n: int,
+    min_support: float,
+    max_len: int | None = 10,
+    algorithm: str = "fpgrowth",
+) -> pd.DataFrame:
+    """Frequent itemsets with mlxtend: columns ``itemset`` (frozenset), ``count``, ``support``.
+
+    The threshold passed to mlxtend is placed halfway between two counts so that floating-point
+    rounding cannot move an itemset across it. Sorted by descending count, then itemset text.
+    """
+    from mlxtend.frequent_patterns import apriori, fpgrowth
+
+    need = min_count(min_support, n)
+    if onehot.shape[1] == 0:
+        return pd.DataFrame({"itemset": [], "count": [], "support": []})
+    fn = {"fpgrowth": fpgrowth, "apriori": apriori}[algorithm]
+    found = fn(onehot, min_support=(need - 0.5) / n, use_colnames=True, max_len=max_len)
+    out = pd.DataFrame(
+        {
+            "itemset": found["itemsets"].map(frozenset),
+            "count": np.rint(found["support"].to_numpy() * n).astype(int),
+        }
+    )
+    out = out[out["count"] >= need]
+    out["support"] = out["count"] / n
+    out["key"] = out["itemset"].map(lambda s: " | ".join(sorted(s)))
+    out = out.sort_values(["count", "key"], ascending=[False, True]).drop(columns="key")
+    return out.reset_index(drop=True)
+
+
+# ------------------------------------------------------------------------------------- rules
+def association_rules(
+    itemsets: pd.DataFrame,
+    n: int,
+    min_confidence: float,
+    max_consequent: int = 1,
+    empty_antecedent: bool = True,
+) -> pd.DataFrame:
+    """Rules X => Y from the frequent itemsets, with arules' conventions (see the module docstring).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``antecedent``, ``consequent`` (tuples of sorted items), ``n_xy``, ``n_x``, ``n_y``,
+        ``support``, ``confidence``, ``lift``, ``leverage``, ``conviction``; sorted by lift, then
+        confidence, support and the rule text (deterministic).
+    """
+    count = dict(zip(itemsets["itemset"], itemsets["count"], strict=True))
+    count[frozenset()] = n
+    rows = []
+    for itemset, n_xy in count.items():
+        k = len(itemset)
+        if k == 0:
+            continue
+        for size in range(1, min(max_consequent, k) + 1):
+            for cons in combinations(sorted(itemset), size):
+                y = frozenset(cons)
+                x = itemset - y
+                if not x and not empty_antecedent:
+                    continue
+                n_x, n_y = count[x], count[y]  # subsets of a frequent itemset are frequent
+                if n_xy < min_confidence * n_x - 1e-9 * n_x:
+                    continue
+                rows.append((tuple(sorted(x)), cons, n_xy, n_x, n_y))
+    out = pd.DataFrame(rows, columns=["antecedent", "consequent", "n_xy", "n_x", "n_y"])
+    s_xy, s_x, s_y = out["n_xy"] / n, out["n_x"] / n, out["n_y"] / n
+    out["support"] = s_xy
+    out["confidence"] = out["n_xy"] / out["n_x"]
+    out["lift"] = out["confidence"] / s_y
+    out["leverage"] = s_xy - s_x * s_y
+    with np.errstate(divide="ignore"):
+        out["conviction"] = np.where(
+            out["confidence"] < 1, (1 - s_y) / (1 - out["confidence"]), np.inf
+        )
+    out["rule"] = out["antecedent"].map(_fmt) + " => " + out["consequent"].map(_fmt)
+    out = out.sort_values(
+        ["lift", "confidence", "support", "rule"], ascending=[False, False, False, True]
+    )
+    return out.reset_index(drop=True)
+
+
+def _fmt(items: Sequence[str]) -> str:
+    return "{" + ", ".join(items) + "}"
+
+
+def fisher_test(rules: pd.DataFrame, n: int, method: str = "fdr_bh") -> pd.DataFrame:
+    """One-sided Fisher exact test per rule, with a multiple-testing correction.
+
+    H0: Y is no more frequent in baskets with X than in the others. The p-value is the
+    hypergeometric tail P(N_xy >= n_xy) with margins n_x, n_y of ``n`` baskets. Rules with an
+    empty left-hand side get no test (NaN). ``method`` is a statsmodels ``multipletests`` method
+    (``fdr_bh`` controls the false discovery rate, ``holm`` the family-wise error).
+    """
+    from statsmodels.stats.multitest import multipletests
+
+    out = rules.copy()
+    has_x = out["antecedent"].map(len) > 0
+    p = np.full(len(out), np.nan)
+    p[has_x] = stats.hypergeom.sf(
+        out.loc[has_x, "n_xy"] - 1, n, out.loc[has_x, "n_x"], out.loc[has_x, "n_y"]
+    )
+    out["p_value"] = p
+    adj = np.full(len(out), np.nan)
+    if has_x.any():
+        adj[has_x] = multipletests(p[has_x], method=method)[1]
+    out["p_adjusted"] = adj
+    return out
+
+
+def bootstrap_stability(
+    onehot: pd.DataFrame,
+    rules: pd.DataFrame,
+    *,
+    min_support: float,
+    min_confidence: float,
+    rounds: int,
+    seed: int,
+    level: float = 0.9,
+) -> pd.DataFrame:
+    """Resample baskets with replacement; per rule, how often it still passes both thresholds.
+
+    Each round draws multinomial basket weights (seeded) and recounts every rule's X and X-and-Y
+    baskets; mining is not redone (the question is whether these rules hold, not which others
+    appear). Returns the input rules with ``stability`` (share of rounds passing) and a
+    ``level`` interval of the lift (``lift_low``, ``lift_high``).
+    """
+    n = len(onehot)
+    mat = onehot.sparse.to_coo().tocsc().astype(np.int8) if len(onehot.columns) else None
+    col = {c: j for j, c in enumerate(onehot.columns)}
+
+    def indicator(items: Sequence[str]) -> np.ndarray:
+        if not items:
+            return np.ones(n, dtype=bool)
+        v = np.ones(n, dtype=bool)
+        for i in items:
+            v &= mat[:, col[i]].toarray().ravel().astype(bool)
+        return v
+
+    ind_x = np.array([indicator(a) for a in rules["antecedent"]])
+    ind_y = np.array([indicator(c) for c in rules["consequent"]])
+    ind_xy = ind_x & ind_y
+    rng = np.random.default_rng(seed)
+    passed = np.zeros(len(rules))
+    lifts = np.empty((rounds, len(rules)))
+    for b in range(rounds):
+        w = rng.multinomial(n, np.full(n, 1.0 / n)).astype(float)
+        n_x, n_y, n_xy = ind_x @ w, ind_y @ w, ind_xy @ w
+        with np.errstate(divide="ignore", invalid="ignore"):
+            conf = n_xy / n_x
+            lifts[b] = conf / (n_y / n)
+        passed += (n_xy >= min_count(min_support, n)) & (conf >= min_confidence - 1e-9)
+    out = rules.copy()
+    out["stability"] = passed / rounds if rounds else np.nan
+    lo, hi = (1 - level) / 2, 1 - (1 - level) / 2
+    out["lift_low"] = np.nanquantile(lifts, lo, axis=0) if rounds else np.nan
+    out["lift_high"] = np.nanquantile(lifts, hi, axis=0) if rounds else np.nan
+    return out
+
+
+def mine(
+    baskets: Sequence[Iterable[str]],
+    *,
+    min_support: float,
+    min_confidence: float,
+    max_len: int | None = 10,
+    algorithm: str = "fpgrowth",
+    max_consequent: int = 1,
+    empty_antecedent: bool = True,
+) -> dict[str, Any]:
+    """Encode, mine and build rules in one call.
+
+    Returns a dict with ``onehot``, ``item_counts``, ``n``, ``itemsets`` and ``rules``.
+    """
+    onehot, item_counts, n = encode(baskets, min_support)
+    itemsets = frequent_itemsets(onehot, n, min_support, max_len, algorithm)
+    rules = association_rules(itemsets, n, min_confidence, max_consequent, empty_antecedent)
+    return {
+        "onehot": onehot,
+        "item_counts": item_counts,
+        "n": n,
+        "itemsets": itemsets,
+        "rules": rules,
+    }

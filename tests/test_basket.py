@@ -1,0 +1,124 @@
+"""Market basket mining: R arules' published counts on Groceries and hand-computed fixtures."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from crm_helpers.models import basket
+
+from .conftest import SHARED_DATA
+
+GROCERIES = SHARED_DATA / "groceries" / "groceries.csv"
+
+
+@pytest.fixture(scope="module")
+def groceries():
+    return basket.read_basket_file(str(GROCERIES))
+
+
+@pytest.mark.parametrize(
+    ("support", "confidence", "itemsets", "rules"),
+    [
+        (0.001, 0.8, 13_492, 410),
+        (0.001, 0.5, 13_492, 5_668),
+        (0.001, 0.9, 13_492, 129),
+        (0.002, 0.5, 4_223, 1_098),
+        (0.005, 0.25, 1_001, 663),
+        (0.01, 0.5, 333, 15),
+    ],
+)
+def test_groceries_counts_equal_r_arules(groceries, support, confidence, itemsets, rules):
+    got = basket.mine(groceries, min_support=support, min_confidence=confidence)
+    assert got["n"] == 9835
+    assert len(got["itemsets"]) == itemsets
+    assert len(got["rules"]) == rules
+
+
+def test_groceries_top_rule_item_supports_and_empty_antecedent(groceries):
+    got = basket.mine(groceries, min_support=0.001, min_confidence=0.8)
+    top = got["rules"].iloc[0]
+    assert top["rule"] == "{liquor, red/blush wine} => {bottled beer}"
+    assert (top["n_xy"], round(top["support"], 6)) == (19, 0.001932)
+    assert round(top["confidence"], 6) == 0.904762 and round(top["lift"], 4) == 11.2353
+    assert list(got["item_counts"].head(3).items()) == [
+        ("whole milk", 2513),
+        ("other vegetables", 1903),
+        ("rolls/buns", 1809),
+    ]
+    assert int(got["item_counts"].sum()) == 43_367 and len(got["item_counts"]) == 169
+    loose = basket.mine(groceries, min_support=0.005, min_confidence=0.25)["rules"]
+    empty = loose[loose["antecedent"].map(len) == 0]
+    assert list(empty["rule"]) == ["{} => {whole milk}"]
+    assert empty["confidence"].iloc[0] == pytest.approx(0.2555, abs=5e-5)
+
+
+def test_several_consequents_and_no_empty_antecedent_give_mlxtends_413(groceries):
+    got = basket.mine(
+        groceries, min_support=0.001, min_confidence=0.8, max_consequent=10, empty_antecedent=False
+    )
+    assert len(got["rules"]) == 413
+
+
+def test_pruning_keeps_only_items_that_can_be_frequent(groceries):
+    onehot, counts, n = basket.encode(groceries, 0.01)
+    assert set(onehot.columns) == set(counts.index[counts >= 99])  # ceil(0.01 * 9835) = 99
+    assert onehot.shape == (9835, 88) and all(isinstance(d, pd.SparseDtype) for d in onehot.dtypes)
+
+
+def test_rule_metrics_hand_computed():
+    # 10 baskets: a in 5, b in 4, a and b together in 3
+    baskets = [["a", "b"]] * 3 + [["a"]] * 2 + [["b"]] + [["c"]] * 4
+    got = basket.mine(baskets, min_support=0.2, min_confidence=0.5)
+    r = got["rules"].set_index("rule")
+    ab = r.loc["{a} => {b}"]
+    assert (ab["n_xy"], ab["n_x"], ab["n_y"]) == (3, 5, 4)
+    assert ab["support"] == 0.3 and ab["confidence"] == 0.6
+    assert ab["lift"] == pytest.approx(0.6 / 0.4)
+    assert ab["leverage"] == pytest.approx(0.3 - 0.5 * 0.4)
+    assert ab["conviction"] == pytest.approx((1 - 0.4) / (1 - 0.6))
+    assert r.loc["{b} => {a}", "confidence"] == 0.75
+    # {} => a has confidence 0.5 = support of a: kept at min confidence 0.5
+    assert r.loc["{} => {a}", "confidence"] == 0.5
+    assert "{} => {b}" not in r.index  # 0.4 < 0.5
+    # support 0.2 needs 2 baskets: {c} (4) is frequent, {a, c} (0) is not
+    keys = {" ".join(sorted(s)) for s in got["itemsets"]["itemset"]}
+    assert keys == {"a", "b", "c", "a b"}
+
+
+def test_fisher_test_equals_scipy_and_corrects_for_many_rules():
+    baskets = [["a", "b"]] * 3 + [["a"]] * 2 + [["b"]] + [["c"]] * 4
+    got = basket.mine(baskets, min_support=0.2, min_confidence=0.5)
+    tested = basket.fisher_test(got["rules"], got["n"], method="holm")
+    ab = tested.set_index("rule").loc["{a} => {b}"]
+    want = stats.fisher_exact([[3, 2], [1, 4]], alternative="greater").pvalue
+    assert ab["p_value"] == pytest.approx(want, rel=1e-9)
+    assert (tested["p_adjusted"].dropna() >= tested["p_value"].dropna()).all()
+    assert tested.set_index("rule")["p_value"].isna()["{} => {a}"]
+
+
+def test_bootstrap_stability_is_seeded_and_separates_strong_from_weak_rules(groceries):
+    got = basket.mine(groceries, min_support=0.001, min_confidence=0.8)
+    top = got["rules"].head(20)
+    kw = dict(min_support=0.001, min_confidence=0.8, rounds=50, seed=3)
+    a = basket.bootstrap_stability(got["onehot"], top, **kw)
+    b = basket.bootstrap_stability(got["onehot"], top, **kw)
+    pd.testing.assert_frame_equal(a, b)
+    assert a["stability"].between(0, 1).all()
+    assert (a["lift_low"] <= a["lift"]).all() and (a["lift"] <= a["lift_high"]).all()
+    # these rules sit at the thresholds (10-19 baskets, confidence 0.8-0.9): resampling must
+    # drop them often, so stability is far from certain for most
+    assert a["stability"].median() < 0.9
+    strong = basket.mine(groceries, min_support=0.01, min_confidence=0.3)["rules"].head(5)
+    s = basket.bootstrap_stability(
+        basket.encode(groceries, 0.01)[0],
+        strong,
+        min_support=0.01,
+        min_confidence=0.3,
+        rounds=50,
+        seed=3,
+    )
+    assert s["stability"].min() > a["stability"].median()
+    assert np.isfinite(s["lift_low"]).all()

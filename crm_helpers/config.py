@@ -425,6 +425,50 @@ class ClvChapter(_Strict):
     )
 
 
+class BasketChapter(_Strict):
+    """Chapter 04: market basket rules (R arules' conventions by default)."""
+
+    item_column: Literal["auto", "product_name", "product_id", "category"] = Field(
+        "auto", description="What an item is; auto = product_name when present, else product_id."
+    )
+    min_support: float = Field(
+        0.005, gt=0, le=1, description="Frequent itemsets: share of baskets (count >= ceil(s n))."
+    )
+    min_confidence: float = Field(0.2, ge=0, le=1, description="Rules: minimum confidence.")
+    max_len: int = Field(
+        4, ge=1, le=10, description="Longest itemset mined (bounds time and memory)."
+    )
+    algorithm: Literal["fpgrowth", "apriori"] = Field("fpgrowth", description="Mining algorithm.")
+    max_consequent: int = Field(
+        1, ge=1, le=10, description="Items on a rule's right-hand side (1 = arules' convention)."
+    )
+    empty_antecedent: bool = Field(
+        True, description="Keep {} => item rules that pass the thresholds (arules' convention)."
+    )
+    correction: Literal["fdr_bh", "holm", "bonferroni"] = Field(
+        "fdr_bh", description="Multiple-testing correction of the rules' Fisher tests."
+    )
+    alpha: float = Field(
+        0.05, gt=0, lt=1, description="A rule is significant when its corrected p-value is below."
+    )
+    bootstrap_rounds: int = Field(
+        100,
+        ge=0,
+        le=2000,
+        description="Bootstrap resamples of baskets for the top rules' stability.",
+    )
+    top_rules: int = Field(20, ge=1, le=500, description="Rules shown (by lift) and bootstrapped.")
+    min_stability: float = Field(
+        0.8,
+        ge=0,
+        le=1,
+        description="Cross-sell suggestions need at least this bootstrap stability.",
+    )
+    min_baskets: int = Field(
+        100, ge=1, description="Data-sufficiency gate: baskets with at least one item."
+    )
+
+
 class SummaryChapter(_Strict):
     """Chapter 99: executive summary."""
 
@@ -444,6 +488,7 @@ class ChaptersParams(_Strict):
         default_factory=SegmentationChapter, description="Chapter 02."
     )
     clv: ClvChapter = Field(default_factory=ClvChapter, description="Chapter 03.")
+    basket: BasketChapter = Field(default_factory=BasketChapter, description="Chapter 04.")
     summary: SummaryChapter = Field(default_factory=SummaryChapter, description="Chapter 99.")
 
 

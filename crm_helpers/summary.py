@@ -158,6 +158,29 @@ def _clv_section(c: dict[str, Any]) -> str:
     )
 
 
+def _basket_section(b: dict[str, Any]) -> str:
+    if b.get("status") != "ok":
+        return f"Not available for this data: it needs {'; '.join(b.get('missing') or [])}."
+    text = (
+        f"{b['n_transactions']:,} baskets over {b['n_items']:,} items give {b['n_rules']:,} rules "
+        f"at support {b['min_support']:g} and confidence {b['min_confidence']:g} "
+        f"({b['n_significant']:,} significant after correction)."
+    )
+    offers = b.get("cross_sell") or []
+    if not offers:
+        return text + " No rule is both significant and stable enough to suggest a cross-sell."
+    rows = "\n".join(
+        f"| {o['customers who buy']} | {o['offer']} | {o['confidence']:.2f} | {o['lift']:.1f} |"
+        for o in offers
+    )
+    return (
+        text
+        + " Cross-sell suggestions (significant and stable rules):\n\n"
+        + "| customers who buy | offer | confidence | lift |\n|---|---|--:|--:|\n"
+        + rows
+    )
+
+
 def clv_by_segment(run_dir: str | Path) -> pd.DataFrame | None:
     """Total and mean CLV per RFM segment: chapter 03's table joined with chapter 02's.
 
@@ -187,6 +210,7 @@ SECTIONS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "profile": ("Customer profile", _profile_section),
     "segmentation": ("Segments and actions", _segmentation_section),
     "clv": ("Customer lifetime value", _clv_section),
+    "basket": ("Cross-selling", _basket_section),
 }
 
 

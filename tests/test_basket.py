@@ -122,3 +122,63 @@ def test_bootstrap_stability_is_seeded_and_separates_strong_from_weak_rules(groc
     )
     assert s["stability"].min() > a["stability"].median()
     assert np.isfinite(s["lift_low"]).all()
+
+
+def test_baskets_sql_keeps_purchase_lines_only(tmp_path):
+    import duckdb
+
+    lines = pd.DataFrame(
+        {
+            "order_id": ["o1", "o1", "o1", "o2", "o2", "C3", "o4"],
+            "product_name": ["b", "a", "a", "a", "post", "a", None],
+            "is_return": [False, False, False, False, False, True, False],
+            "is_cancellation": [False, False, False, False, False, True, False],
+            "is_product": [True, True, True, True, False, True, True],
+        }
+    )
+    path = tmp_path / "t.parquet"
+    lines.to_parquet(path)
+    got = duckdb.connect().execute(basket.baskets_sql(str(path), "product_name")).df()
+    assert got["order_id"].tolist() == ["o1", "o2"]
+    assert [list(x) for x in got["items"]] == [["a", "b"], ["a"]]
+    assert basket.item_column(["product_id", "product_name"]) == "product_name"
+    assert basket.item_column(["product_id"]) == "product_id"
+    assert basket.item_column(["order_id"]) is None
+    assert basket.item_column(["product_id"], "category") is None
+
+
+def test_demo_report_finds_the_planted_pairs_with_their_lift(tmp_path, monkeypatch):
+    import json
+
+    from crm_helpers.report.runner import run_report
+
+    from .conftest import write
+
+    monkeypatch.delenv("CRM_PSEUDONYM_KEY", raising=False)
+    params = write(
+        tmp_path / "p.yml",
+        "run:\n  chapters: [basket]\nreport:\n  renderer: pandoc\n  formats: [html]\n"
+        "  version: b1\n",
+    )
+    result = run_report(params, reports_dir=tmp_path / "r", progress=lambda _: None)
+    assert result.ok, result.manifest["chapters"]
+    arts = result.run_dir / "artifacts"
+    b = json.loads((arts / "basket.json").read_text())
+    for key in (
+        "n_transactions",
+        "n_items",
+        "min_support",
+        "min_confidence",
+        "n_itemsets",
+        "n_rules",
+    ):
+        assert key in b
+    check = pd.DataFrame(b["planted_check"])
+    assert len(check) == 4 and check["found"].all()
+    assert (check["difference %"].abs() < 10).all(), check
+    offers = {(o["customers who buy"], o["offer"]) for o in b["cross_sell"]}
+    assert ("Printer", "Ink Cartridge Set") in offers
+    rules = pd.read_parquet(arts / "basket.parquet")
+    assert len(rules) == b["n_rules"]
+    summary = (result.run_dir / "report.html").read_text()
+    assert "Cross-selling" in summary and "Ink Cartridge Set" in summary

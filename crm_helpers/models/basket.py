@@ -24,6 +24,29 @@ import pandas as pd
 from scipy import sparse, stats
 
 
+# ----------------------------------------------------------------------------------- baskets
+def item_column(columns: Iterable[str], choice: str = "auto") -> str | None:
+    """The prepared-transactions column that names an item (None when there is none)."""
+    cols = set(columns)
+    if choice != "auto":
+        return choice if choice in cols else None
+    return next((c for c in ("product_name", "product_id") if c in cols), None)
+
+
+def baskets_sql(transactions: str, item: str) -> str:
+    """SQL: one row per order with its distinct items (sorted), from purchase lines only.
+
+    Returns, cancellations and non-product lines (postage, fees) are not part of a basket.
+    """
+    path = str(transactions).replace("'", "''")
+    return f"""
+    SELECT order_id, list(DISTINCT {item} ORDER BY {item}) AS items
+    FROM read_parquet('{path}')
+    WHERE NOT is_return AND NOT is_cancellation AND is_product AND {item} IS NOT NULL
+    GROUP BY order_id ORDER BY order_id
+    """
+
+
 # ----------------------------------------------------------------------------------- encoding
 def read_basket_file(path: str, sep: str = ",") -> list[list[str]]:
     """One basket per line, items separated by ``sep`` (the Groceries format); empty items dropped."""
@@ -258,3 +281,63 @@ def mine(
         "itemsets": itemsets,
         "rules": rules,
     }
+
+
+# ------------------------------------------------------------------------------ report helpers
+def cross_sell(
+    rules: pd.DataFrame, alpha: float, min_stability: float, limit: int = 10
+) -> pd.DataFrame:
+    """Cross-sell suggestions: one-item rules that are significant and stable, best lift first.
+
+    Needs the columns added by :func:`fisher_test` and :func:`bootstrap_stability`.
+    """
+    ok = (
+        (rules["antecedent"].map(len) == 1)
+        & (rules["consequent"].map(len) == 1)
+        & (rules["p_adjusted"] < alpha)
+        & (rules["stability"] >= min_stability)
+    )
+    out = rules[ok].head(limit)
+    return pd.DataFrame(
+        {
+            "customers who buy": out["antecedent"].map(lambda a: a[0]),
+            "offer": out["consequent"].map(lambda c: c[0]),
+            "confidence": out["confidence"],
+            "lift": out["lift"],
+            "baskets": out["n_xy"],
+        }
+    ).reset_index(drop=True)
+
+
+def lift_matrix(itemsets: pd.DataFrame, n: int, items: Sequence[str]) -> pd.DataFrame:
+    """Pairwise lift of the given items (NaN where the pair is not a frequent itemset)."""
+    count = dict(zip(itemsets["itemset"], itemsets["count"], strict=True))
+    out = pd.DataFrame(np.nan, index=list(items), columns=list(items))
+    for a in items:
+        for b in items:
+            both = count.get(frozenset((a, b))) if a != b else None
+            if both:
+                out.loc[a, b] = both * n / (count[frozenset((a,))] * count[frozenset((b,))])
+    return out
+
+
+def planted_check(rules: pd.DataFrame, pairs: Sequence[dict[str, Any]], item: str) -> pd.DataFrame:
+    """Each planted pair A => B: found among the rules? Its lift against the planted lift."""
+    key = "name" if item == "product_name" else "id"
+    index = rules.set_index("rule")
+    rows = []
+    for p in pairs:
+        a, b = p[f"antecedent_{key}"], p[f"consequent_{key}"]
+        rule = f"{{{a}}} => {{{b}}}"
+        found = rule in index.index
+        lift = float(index.loc[rule, "lift"]) if found else math.nan
+        rows.append(
+            {
+                "rule": rule,
+                "found": found,
+                "planted lift": p["lift"],
+                "mined lift": lift,
+                "difference %": 100 * (lift - p["lift"]) / p["lift"] if found else math.nan,
+            }
+        )
+    return pd.DataFrame(rows)

@@ -652,18 +652,10 @@ def p_alive_matrix(params, T: float, max_frequency: int, recency_bins: int = 10)
     return pd.DataFrame(grid, index=freq, columns=np.round(rec, 1))
 
 
-def concentration(values: np.ndarray, shares=(0.01, 0.1, 0.2)) -> dict[str, float]:
-    """Share of the total held by the top ``shares`` of customers."""
-    v = np.sort(np.asarray(values, dtype=float))[::-1]
-    total = v.sum()
-    return (
-        {
-            f"top_{round(s * 100)}pct": float(v[: max(1, math.ceil(s * len(v)))].sum() / total)
-            for s in shares
-        }
-        if total > 0
-        else {}
-    )
+def top_decile_share(table: pd.DataFrame) -> float:
+    """Share of total CLV held by ``clv_decile`` 1 of :func:`customer_table` (the top 10 %)."""
+    total = float(table["clv"].sum())
+    return float(table.loc[table["clv_decile"] == 1, "clv"].sum()) / total if total else math.nan
 
 
 def frequency_spend_correlation(frequency, monetary_value) -> float:
@@ -831,7 +823,7 @@ def customer_table(
             ),
         }
     )
-    # 1 = top 10 %: the first ceil(n / 10) customers by CLV (ties by order), as in concentration()
+    # 1 = top 10 %: the first ceil(n / 10) customers by CLV (ties by order)
     rank = out["clv"].rank(method="first", ascending=False).astype(int).to_numpy()
     out["clv_decile"] = (rank - 1) * 10 // len(out) + 1
     return out

@@ -193,9 +193,18 @@ DIRT_FRACTIONS = {
     "product_name_variant": 0.01,
     "exact_duplicate": 0.005,
 }
+#: Kinds of planted dirt the data layer quarantines (with default cleaning params); the others
+#: (a duplicate copy, a product-name variant) leave the purchase line usable.
+QUARANTINED_DIRT = (
+    "missing_customer_id",
+    "unparseable_date",
+    "future_date",
+    "zero_price",
+    "negative_price",
+)
 DUPLICATE_ACCOUNT_SHARE = 0.02
 #: Bumped whenever the generated data change; part of the demo cache key.
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 
 CATALOGUE: dict[str, list[tuple[str, float]]] = {
     "Kitchen": [
@@ -1048,6 +1057,8 @@ def _write_transactions(
         "product_name_variant_spellings": len(variants_used),
         "returned_by_customer": np.bincount(od.cust[ln.order[r_idx]], minlength=len(ppl.seg)),
         "lines_by_customer": np.bincount(od.cust[ln.order], minlength=len(ppl.seg)),
+        # purchase lines the data layer keeps (the other kinds of dirt are quarantined)
+        "line_kept": ~np.isin(kind, [kinds.index(k) for k in QUARANTINED_DIRT]),
     }
 
 
@@ -1334,6 +1345,29 @@ def _month_factors() -> dict[str, float]:
     return {f"{mo:02d}": _round(v, 4) for mo, v in zip(range(1, 13), f, strict=True)}
 
 
+def _observable(
+    mine: np.ndarray,
+    lam_calendar: np.ndarray,
+    repeats: np.ndarray,
+    day_cust: np.ndarray,
+    day_amt: np.ndarray,
+) -> dict[str, float | None]:
+    """The planted rate and order value as a purchase-day model sees them, for one segment."""
+    d_mine = mine[day_cust]
+    days = int(d_mine.sum())
+    buyers = len(np.unique(day_cust[d_mine]))
+    planted_repeats = int(repeats[mine].sum())
+    if not days or not planted_repeats:
+        return {"observable_repeat_share": None, "mean_lambda_observable_per_week": None,
+                "mean_purchase_day_value": _round(day_amt[d_mine].mean(), 2) if days else None}  # fmt: skip
+    share = (days - buyers) / planted_repeats
+    return {
+        "observable_repeat_share": _round(share, 6),
+        "mean_lambda_observable_per_week": _round(lam_calendar[mine].mean() * share, 6),
+        "mean_purchase_day_value": _round(day_amt[d_mine].mean(), 2),
+    }
+
+
 def _truth(
     args: dict[str, Any],
     cal: _Calendar,
@@ -1373,6 +1407,18 @@ def _truth(
     cum_w = np.concatenate([[0.0], np.cumsum(cal.weights)])
     window_w = (cum_w[end_day + 1] - cum_w[first_day]) / (end_day + 1 - first_day)
     lam_calendar = ppl.lam * window_w
+    # What a purchase-day model can see: orders with at least one line the data layer keeps,
+    # merged per customer and day (FHL's protocol). Per segment, the share of planted repeat
+    # orders that remain distinct repeat purchase days scales the planted rate, and the value of
+    # a purchase day is the kept amount of its orders.
+    kept = tx["line_kept"]
+    line_amt = ln.qty * _line_price(cat, ln) / 100
+    kept_amt = np.bincount(ln.order[kept], weights=line_amt[kept], minlength=n_orders)
+    seen = np.bincount(ln.order[kept], minlength=n_orders) > 0
+    day_key = od.cust[seen].astype(np.int64) * (cal.days + 1) + od.day[seen]
+    uniq_day, day_inv = np.unique(day_key, return_inverse=True)
+    day_cust = uniq_day // (cal.days + 1)
+    day_amt = np.bincount(day_inv, weights=kept_amt[seen], minlength=len(uniq_day))
 
     seg_params, seg_measured, bg_params, gg_params, gg_measured = {}, {}, {}, {}, {}
     for k, name in enumerate(SEGMENTS):
@@ -1395,6 +1441,7 @@ def _truth(
             "mean_lambda_per_week": _round(ppl.lam[mine].mean(), 6) if cnt else None,
             "mean_lambda_calendar_per_week": _round(lam_calendar[mine].mean(), 6) if cnt else None,
             "mean_dropout_p": _round(ppl.p[mine].mean(), 6) if cnt else None,
+            **_observable(mine, lam_calendar, ppl.m, day_cust, day_amt),
             "dropped_out_share": _round(dropped[mine].mean(), 4) if cnt else None,
         }
         bg_params[name] = {
@@ -1549,7 +1596,12 @@ def _truth(
                 "purchase rates near segments.measured.mean_lambda_calendar_per_week (lambda "
                 "times the mean clock weight over each customer's alive window: customers who "
                 "drop out early lived when the clock, with its upward trend, ran slower) and "
-                "dropout near segments.measured.mean_dropout_p."
+                "dropout near segments.measured.mean_dropout_p. A model whose transaction is a "
+                "purchase day (same-day orders merged) on the cleaned data sees "
+                "mean_lambda_observable_per_week: the calendar rate times "
+                "observable_repeat_share, the share of planted repeat orders that stay distinct "
+                "repeat purchase days after same-day merging and the quarantine of planted "
+                "dirt; its spend per purchase is mean_purchase_day_value."
             ),
             "time_unit": TIME_UNIT,
             "rate_scale": _round(s, 6),

@@ -358,3 +358,57 @@ def test_analytic_gradients_match_finite_differences():
     ):
         numeric = approx_fprime(theta, lambda t, f=fun: f(t)[0], 1e-7)
         np.testing.assert_allclose(fun(theta)[1], numeric, rtol=1e-4, atol=1e-3)
+
+
+def test_parameter_at_a_bound_is_held_fixed_for_the_standard_errors():
+    # f = (t0 - 1)^2 + t1 on log-parameters: t1 runs to the lower bound, t0 has variance 1/2
+    def fun(theta):
+        return (theta[0] - 1) ** 2 + theta[1], np.array([2 * (theta[0] - 1), 1.0])
+
+    fit = clv._fit("toy", ("u", "v"), fun, 10, [np.array([1.5, 0.5])])
+    assert fit.at_bound == ["v"]
+    assert fit.params["u"] == pytest.approx(np.e, rel=1e-6)
+    assert fit.se["u"] == pytest.approx(np.e * np.sqrt(0.5), rel=1e-4)
+    assert np.isnan(fit.se["v"])
+    assert any("held fixed" in w for w in fit.warnings)
+    table = fit.table().set_index("parameter")
+    assert np.isnan(table.loc["v", "ci95_low"]) and table.loc["u", "ci95_low"] < np.e
+    # a quantity of the fixed parameter has no standard error; one of the free parameter has
+    assert np.isnan(clv._delta(fit, lambda v: v[1], ("v",))[1])
+    assert clv._delta(fit, lambda v: v[0] ** 2, ("u",))[1] == pytest.approx(
+        2 * np.e**2 * np.sqrt(0.5), rel=1e-4
+    )
+
+
+def test_planted_check_bootstraps_a_rate_when_the_information_matrix_is_singular():
+    # no dropout at all: the BG/NBD likelihood is flat along a -> 0, b -> inf (singular
+    # information), yet the mean rate is well determined; planted rate = mean of the lambdas
+    rng = np.random.default_rng(3)
+    n = 1500
+    lam = rng.gamma(4, 1 / 40, n)
+    big_t = rng.uniform(20, 60, n)
+    x = rng.poisson(lam * big_t)
+    rec = np.where(x > 0, big_t * rng.beta(np.maximum(x, 1), 1), 0.0)
+    fit = clv.fit_bgnbd(x, rec, big_t)
+    assert np.isnan(clv.bgnbd_summary(fit)["mean_rate"][1])  # the delta method cannot say
+    summary = pd.DataFrame(
+        {
+            "frequency": x,
+            "recency": rec,
+            "T": big_t,
+            "monetary_value": np.where(x > 0, rng.gamma(20, 5.0, n), np.nan),
+            "segment": "s",
+        }
+    )
+    truth = {"s": {"mean_lambda_per_week": lam.mean(), "mean_dropout_p": 0.0,
+                   "mean_order_value": 100.0}}  # fmt: skip
+    a = clv.planted_check(summary, truth, bootstrap=40, seed=1).set_index("quantity")
+    b = clv.planted_check(summary, truth, bootstrap=40, seed=1).set_index("quantity")
+    pd.testing.assert_frame_equal(a, b)  # seeded
+    rate = a.loc["purchases per week"]
+    assert rate["se_method"] == "bootstrap"
+    # the bootstrap SE is of the size the Poisson counts imply (about mean / sqrt(purchases))
+    assert 0.3 < rate["std_error"] / (lam.mean() / np.sqrt(x.sum())) < 3
+    assert abs(rate["z"]) < 2
+    assert a.loc["spend per purchase", "se_method"] == "delta"
+    assert abs(a.loc["spend per purchase", "z"]) < 2

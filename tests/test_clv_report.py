@@ -106,22 +106,15 @@ report:
     h = c["holdout"]
     assert h["top20_capture"] > h["baseline"]["top20_capture"]
     rows = pd.DataFrame(c["planted_check"]).set_index(["segment", "quantity"])
-    # identifiable quantities recovered within two standard errors of the planted values
-    for key in (
-        ("occasional", "dropout probability"),
-        ("occasional", "spend per purchase"),
-        ("loyal", "spend per purchase"),
-        ("vip", "spend per week"),
-    ):
-        assert abs(rows.loc[key, "z"]) < 2, (key, rows.loc[key].to_dict())
-    assert (
-        abs(
-            rows.loc[("loyal", "purchases per week"), "recovered"]
-            / rows.loc[("loyal", "purchases per week"), "planted"]
-            - 1
-        )
-        < 0.05
-    )
+    assert len(rows) == 16  # four planted segments x four quantities
+    # the one_off segment barely repeats: its dropout is reported as not identified, not scored
+    assert rows.loc[("one_off", "dropout probability"), "se_method"].startswith("not identified")
+    scored = rows.drop(("one_off", "dropout probability"))
+    # every other quantity has a standard error (delta method, or a seeded bootstrap where the
+    # information matrix is singular) and is recovered within two of them
+    assert scored["std_error"].gt(0).all(), scored
+    assert scored["z"].abs().lt(2).all(), scored[["planted", "recovered", "std_error", "z"]]
+    assert set(scored["se_method"]) == {"delta", "bootstrap"}
 
 
 def test_thin_data_gets_the_gate_page_not_numbers(tmp_path, monkeypatch):

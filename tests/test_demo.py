@@ -451,3 +451,39 @@ def test_other_start_date_and_years_shift_the_period(tmp_path):
     valid = ts[ts < pd.Timestamp("2022-01-01")]
     assert valid.min() >= pd.Timestamp("2020-02-29")
     assert valid.max() < pd.Timestamp("2021-03-01")
+
+
+def test_observable_purchase_days_match_a_count_on_the_clean_file(tmp_path):
+    # without dirt every purchase line is usable: the truth's purchase-day figures must equal a
+    # direct count of distinct (customer, day) on the file's purchase lines
+    truth = generate_demo(tmp_path, customers=400, lines=4000, seed=5, dirt=False)
+    t = _read(tmp_path, "transactions")
+    buy = t[~t["order_id"].str.startswith("CO") & (t["quantity"].astype(int) > 0)].copy()
+    buy["day"] = buy["order_date"].str[:10]
+    buy["amount"] = buy["quantity"].astype(int) * buy["unit_price"].astype(float)
+    buy["segment"] = buy["customer_id"].map(truth["customer_segment"])
+    days = buy.groupby(["segment", "customer_id", "day"])["amount"].sum().reset_index()
+    measured = truth["segments"]["measured"]
+    for seg, grp in days.groupby("segment"):
+        orders = buy.loc[buy["segment"] == seg, "order_id"].nunique()
+        buyers = grp["customer_id"].nunique()
+        m = measured[seg]
+        assert m["mean_purchase_day_value"] == pytest.approx(grp["amount"].mean(), abs=0.006)
+        if orders > buyers:
+            share = (len(grp) - buyers) / (orders - buyers)
+            assert m["observable_repeat_share"] == pytest.approx(share, abs=2e-6), seg
+            assert m["mean_lambda_observable_per_week"] == pytest.approx(
+                m["mean_lambda_calendar_per_week"] * share, rel=1e-4
+            )
+    # same-day orders merge most among the frequent buyers
+    assert (
+        measured["vip"]["observable_repeat_share"]
+        < measured["occasional"]["observable_repeat_share"]
+        <= 1
+    )
+
+
+def test_merges_and_dirt_keep_the_observable_share_below_one(demo):
+    measured = demo[1]["segments"]["measured"]
+    for seg in ("vip", "loyal", "occasional"):
+        assert 0.85 < measured[seg]["observable_repeat_share"] < 1, seg

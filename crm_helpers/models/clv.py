@@ -172,7 +172,8 @@ class Fit:
         rows = []
         for i, k in enumerate(self.names):
             est, se = self.params[k], self.se[k]
-            sd_log = math.sqrt(self.cov_log[i, i]) if np.isfinite(self.cov_log[i, i]) else np.nan
+            fixed = k in self.at_bound or not np.isfinite(self.cov_log[i, i])
+            sd_log = np.nan if fixed else math.sqrt(self.cov_log[i, i])
             rows.append(
                 {
                     "parameter": k,
@@ -268,18 +269,32 @@ def _fit(model: str, names: tuple[str, ...], fun, n: int, starts: list[np.ndarra
         warnings.append(f"the optimiser did not report convergence ({best.message})")
     with np.errstate(all="ignore"):
         hess = _hessian(lambda t: fun(t)[1], theta)
+    # A parameter at the bound of the search range is not estimated (the likelihood keeps
+    # improving towards the bound): it is held fixed, and the covariance of the others is the
+    # inverse of their block of the information matrix (conditional on the bound).
+    at_bound = [k for k, t in zip(names, theta, strict=True) if abs(abs(t) - LOG_BOUND) < 1e-3]
+    free = np.array([k not in at_bound for k in names])
+    cov_log = np.zeros((len(names), len(names)))
     try:
-        cov_log = np.linalg.inv(hess)
-        if not np.all(np.isfinite(cov_log)) or np.any(np.diag(cov_log) <= 0):
+        if not free.any():
             raise np.linalg.LinAlgError
+        block = np.linalg.inv(hess[np.ix_(free, free)])
+        if not np.all(np.isfinite(block)) or np.any(np.diag(block) <= 0):
+            raise np.linalg.LinAlgError
+        cov_log[np.ix_(free, free)] = block
     except np.linalg.LinAlgError:
         cov_log = np.full((len(names), len(names)), np.nan)
         warnings.append(
             "the information matrix is singular at the optimum: standard errors not available"
         )
+    if at_bound and np.all(np.isfinite(cov_log)):
+        warnings.append(
+            f"{', '.join(at_bound)} at the bound of the search range: held fixed there, the "
+            "standard errors of the other parameters are conditional on it"
+        )
     est = np.exp(theta)
     se = est * np.sqrt(np.diag(cov_log))  # delta method: se(exp t) = exp(t) se(t)
-    at_bound = [k for k, t in zip(names, theta, strict=True) if abs(abs(t) - LOG_BOUND) < 1e-3]
+    se[~free] = np.nan
     return Fit(
         model=model,
         names=names,
@@ -713,11 +728,15 @@ def plot_cumulative(
 
 
 # ------------------------------------------------------------------------- derived quantities
-def _delta(fit: Fit, func) -> tuple[float, float]:
-    """Value and delta-method standard error of ``func(params)`` (gradient on the log scale)."""
+def _delta(fit: Fit, func, uses: tuple[str, ...] | None = None) -> tuple[float, float]:
+    """Value and delta-method standard error of ``func(params)`` (gradient on the log scale).
+
+    ``uses`` names the parameters ``func`` depends on: when one of them sits at a bound, the
+    quantity is not estimated and its standard error is not available (NaN).
+    """
     theta = np.log(fit.values)
     value = float(func(fit.values))
-    if not np.all(np.isfinite(fit.cov_log)):
+    if not np.all(np.isfinite(fit.cov_log)) or set(uses or fit.names) & set(fit.at_bound):
         return value, math.nan
     grad = np.empty(len(theta))
     for i in range(len(theta)):
@@ -732,8 +751,8 @@ def _delta(fit: Fit, func) -> tuple[float, float]:
 def bgnbd_summary(fit: Fit) -> dict[str, tuple[float, float]]:
     """Mean purchase rate r / alpha and mean dropout probability a / (a + b), with standard errors."""
     return {
-        "mean_rate": _delta(fit, lambda v: v[0] / v[1]),
-        "mean_dropout": _delta(fit, lambda v: v[2] / (v[2] + v[3])),
+        "mean_rate": _delta(fit, lambda v: v[0] / v[1], ("r", "alpha")),
+        "mean_dropout": _delta(fit, lambda v: v[2] / (v[2] + v[3]), ("a", "b")),
     }
 
 
@@ -916,7 +935,37 @@ def sufficiency(
     return missing
 
 
-def planted_check(summary: pd.DataFrame, planted: dict[str, dict[str, float]]) -> pd.DataFrame:
+def _first(truth: dict[str, float | None], *keys: str) -> float:
+    """The first of ``keys`` that ``truth`` holds a value for (NaN when none)."""
+    return next((float(truth[k]) for k in keys if truth.get(k) is not None), math.nan)
+
+
+#: A dropout estimate this close to 0 or 1 whose resamples stay as close is not identified.
+EDGE = 1e-4
+
+
+def _segment_quantities(grp: pd.DataFrame) -> dict[str, tuple[float, float]]:
+    """Mean purchase rate, dropout and spend per purchase of one group, with delta-method SEs."""
+    rate, drop = bgnbd_summary(fit_bgnbd(grp["frequency"], grp["recency"], grp["T"])).values()
+    spend = gg_summary(fit_gamma_gamma(grp["frequency"], grp["monetary_value"]))["mean_spend"]
+    per_week = rate[0] * spend[0]
+    # delta method for the product of two independent estimates
+    per_week_se = math.hypot(rate[1] * spend[0], spend[1] * rate[0])
+    return {
+        "purchases per week": rate,
+        "dropout probability": drop,
+        "spend per purchase": spend,
+        "spend per week": (per_week, per_week_se),
+    }
+
+
+def planted_check(
+    summary: pd.DataFrame,
+    planted: dict[str, dict[str, float]],
+    *,
+    bootstrap: int = 50,
+    seed: int = 0,
+) -> pd.DataFrame:
     """Fit both models per planted segment and compare with the planted (measured) values.
 
     Parameters
@@ -924,52 +973,84 @@ def planted_check(summary: pd.DataFrame, planted: dict[str, dict[str, float]]) -
     summary
         The per-customer summary with a ``segment`` column.
     planted
-        Segment -> ``mean_lambda_calendar_per_week`` (else ``mean_lambda_per_week``),
-        ``mean_dropout_p``, ``mean_order_value`` (the demo's ground truth, in weeks).
+        Segment -> the demo's measured ground truth, in weeks: the purchase rate
+        (``mean_lambda_observable_per_week``, the rate of distinct purchase days the cleaned data
+        can show; else ``mean_lambda_calendar_per_week``, else ``mean_lambda_per_week``),
+        ``mean_dropout_p`` and the spend per purchase (``mean_purchase_day_value``, else
+        ``mean_order_value``).
+    bootstrap
+        Customer resamples (seeded) that give the standard error of a quantity whose
+        delta-method standard error is not available: a segment whose likelihood is flat in some
+        direction (no dropout at all, or almost no repeat purchases) has a singular information
+        matrix, yet its mean rate is still well determined. 0 leaves those standard errors out.
+    seed
+        Seed of the resampling.
 
     Returns
     -------
     pandas.DataFrame
-        One row per segment and quantity: planted, recovered, standard error and z.
+        One row per segment and quantity: planted, recovered, standard error, how the standard
+        error was obtained (``delta`` or ``bootstrap``) and z.
     """
     rows = []
+    rng = np.random.default_rng(seed)
     for name, grp in summary.groupby("segment", sort=True):
         truth = planted.get(name)
         if truth is None:
             continue
         try:
-            rate, drop = bgnbd_summary(
-                fit_bgnbd(grp["frequency"], grp["recency"], grp["T"])
-            ).values()
-            spend = gg_summary(fit_gamma_gamma(grp["frequency"], grp["monetary_value"]))[
-                "mean_spend"
-            ]
+            est = _segment_quantities(grp)
         except ClvFitError:
             continue
-        # the planted rate in calendar time (the demo's clock has a trend and seasons)
-        lam = truth.get("mean_lambda_calendar_per_week", truth["mean_lambda_per_week"])
-        per_week = rate[0] * spend[0]
-        # delta method for the product of two independent estimates
-        per_week_se = math.hypot(rate[1] * spend[0], spend[1] * rate[0])
-        for quantity, (est, se), value in (
-            ("purchases per week", rate, lam),
-            ("dropout probability", drop, truth["mean_dropout_p"]),
-            ("spend per purchase", spend, truth["mean_order_value"]),
-            (
-                "spend per week",
-                (per_week, per_week_se),
-                lam * truth["mean_order_value"],
-            ),
-        ):
+        lam = _first(truth, "mean_lambda_observable_per_week", "mean_lambda_calendar_per_week",
+                     "mean_lambda_per_week")  # fmt: skip
+        order_value = _first(truth, "mean_purchase_day_value", "mean_order_value")
+        values = {
+            "purchases per week": lam,
+            "dropout probability": _first(truth, "mean_dropout_p"),
+            "spend per purchase": order_value,
+            "spend per week": lam * order_value,
+        }
+        repeaters = int((grp["frequency"] > 0).sum())
+        missing = [q for q, (_, se) in est.items() if not np.isfinite(se)]
+        boot: dict[str, float] = {}
+        if missing and bootstrap > 1:
+            draws = []
+            for _ in range(bootstrap):
+                sample = grp.iloc[rng.integers(0, len(grp), len(grp))]
+                try:
+                    q = _segment_quantities(sample)
+                except ClvFitError:
+                    continue
+                draws.append([q[k][0] for k in missing])
+            if len(draws) > 1:
+                sd = np.std(np.asarray(draws, dtype=float), axis=0, ddof=1)
+                boot = {k: float(v) for k, v in zip(missing, sd, strict=True) if np.isfinite(v)}
+        for quantity, (value, se) in est.items():
+            method = "delta"
+            if not np.isfinite(se):
+                se, method = boot.get(quantity, math.nan), "bootstrap"
+            planted_value = values[quantity]
+            if (
+                quantity == "dropout probability"
+                and method == "bootstrap"
+                and min(value, 1 - value) < EDGE
+                and not se > EDGE
+            ):
+                # dropout happens only after a repeat purchase: with few repeat buyers the
+                # estimate runs to the edge of [0, 1] and no resample moves it
+                se, method = math.nan, f"not identified ({repeaters} repeat buyers)"
+            ok = np.isfinite(se) and se > 0
             rows.append(
                 {
                     "segment": name,
                     "customers": len(grp),
                     "quantity": quantity,
-                    "planted": value,
-                    "recovered": est,
+                    "planted": planted_value,
+                    "recovered": value,
                     "std_error": se,
-                    "z": (est - value) / se if se and np.isfinite(se) and se > 0 else math.nan,
+                    "se_method": method if ok or method.startswith("not") else None,
+                    "z": (value - planted_value) / se if ok else math.nan,
                 }
             )
     return pd.DataFrame(rows)

@@ -91,8 +91,12 @@ class TableSource(_Strict):
     """Where one input table lives and how its columns map onto the canonical names."""
 
     path: Path = Field(description="CSV, Parquet or Excel file; relative to the params file.")
-    format: Literal["auto", "csv", "parquet", "excel"] = Field(
-        "auto", description="File format; auto = from the file extension."
+    format: Literal["auto", "csv", "parquet", "excel", "baskets"] = Field(
+        "auto",
+        description="File format; auto = from the file extension. baskets = a text file with one "
+        "basket per line, its items separated by the delimiter (default ','; no header unless "
+        "header: true); order_id = the line number, product_name = the item. Implies "
+        "basket_only.",
     )
     columns: dict[str, str] = Field(
         default_factory=dict,
@@ -102,7 +106,8 @@ class TableSource(_Strict):
         None,
         description="CSV delimiter; null = detect; 'whitespace' = runs of spaces or tabs separate "
         "the fields (leading and trailing whitespace, CR and blank lines ignored; quotes are "
-        "ordinary characters, so no field may contain a space).",
+        "ordinary characters, so no field may contain a space). With format: baskets, the item "
+        "separator (null = ',').",
     )
     date_format: str | None = Field(
         None, description="strptime format of date columns (e.g. '%d/%m/%Y'); null = ISO 8601."
@@ -123,6 +128,12 @@ class TableSource(_Strict):
         description="Transactions without an order id: each data row is its own order, "
         "order_id = the 1-based data row as text (identical lines then stay separate orders, "
         "so none is an exact_duplicate).",
+    )
+    basket_only: bool = Field(
+        False,
+        description="Transactions that are baskets only (order_id and product_id or "
+        "product_name; no customer, date, quantity or price, e.g. point-of-sale baskets): the "
+        "market basket chapter runs, the chapters that need customers or dates say so.",
     )
     price_is_line_total: bool = Field(
         False,

@@ -12,6 +12,7 @@ Reason codes, checked in this order (a row gets the first that applies):
 - ``exact_duplicate``: the whole line repeats an earlier line (the first copy is kept). With
   ``order_id_from_row`` every line has its own order id, so identical lines stay separate orders.
 - ``missing_customer_id`` / ``missing_order_id`` / ``missing_event_type``: a required id is empty.
+- ``missing_product``: a basket-only line without its item (e.g. ``a,,b`` in a basket file).
 - ``unparseable_date``: the date cannot be read (ISO 8601 or ``date_format``).
 - ``future_date``: the date is after ``cleaning.max_valid_date``.
 - ``unparseable_quantity`` / ``unparseable_price`` / ``unparseable_score``: not a finite number.
@@ -53,6 +54,7 @@ REASONS: dict[str, list[str]] = {
         "exact_duplicate",
         "missing_customer_id",
         "missing_order_id",
+        "missing_product",
         "unparseable_date",
         "future_date",
         "unparseable_quantity",
@@ -91,6 +93,7 @@ class PrepareResult:
     identity: dict[str, Any]
     column_issues: dict[str, dict[str, int]]
     seconds: dict[str, float] = field(default_factory=dict)
+    basket_only: bool = False  # transactions are baskets only: no customers, dates or prices
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-able dict."""
@@ -102,6 +105,7 @@ class PrepareResult:
             "identity": self.identity,
             "column_issues": self.column_issues,
             "seconds": self.seconds,
+            "basket_only": self.basket_only,
         }
 
 
@@ -175,12 +179,34 @@ _LINE_DELIM = "\x01"
 
 def _check_options(table: str, source: TableSource, fmt: str) -> None:
     """Refuse source options that do not apply to this table or file format."""
-    for key in ("order_id_from_row", "price_is_line_total"):
+    for key in ("order_id_from_row", "price_is_line_total", "basket_only"):
         if getattr(source, key) and table != "transactions":
             raise DataError(
                 f"{source.path}: key 'data.{table}.{key}' applies to the transactions table "
                 "only; remove it"
             )
+    if fmt == "baskets" and table != "transactions":
+        raise DataError(
+            f"{source.path}: format 'baskets' (key 'data.{table}.format') applies to the "
+            "transactions table only"
+        )
+    basket_only = source.basket_only or fmt == "baskets"
+    if basket_only and source.price_is_line_total:
+        raise DataError(
+            f"{source.path}: key 'data.{table}.price_is_line_total' does not apply to baskets "
+            "(no prices); remove it"
+        )
+    if fmt == "baskets" and (source.column_names is not None or source.order_id_from_row):
+        raise DataError(
+            f"{source.path}: keys 'data.{table}.column_names' and "
+            f"'data.{table}.order_id_from_row' do not apply to a basket file (each line is one "
+            "order, its items are the products); remove them"
+        )
+    if fmt == "baskets" and source.delimiter == WHITESPACE:
+        raise DataError(
+            f"{source.path}: key 'data.{table}.delimiter': a basket file needs a single "
+            "item separator such as ',' (not 'whitespace': item names may contain spaces)"
+        )
     if fmt == "parquet" and (not source.header or source.column_names is not None):
         raise DataError(
             f"{source.path}: keys 'data.{table}.header' and 'data.{table}.column_names' apply to "
@@ -277,6 +303,49 @@ def _read_whitespace(
     return f"_ws_{table}", blank
 
 
+def _read_baskets(
+    con: duckdb.DuckDBPyConnection, table: str, path: Path, source: TableSource
+) -> tuple[str, int]:
+    """Read a basket file (one basket per line) into ``_bk_<table>``: one row per item.
+
+    ``order_id`` is the line number in the file; ``product_name`` the item, trimmed of spaces (an
+    empty item, as in ``a,,b``, is NULL and quarantined as ``missing_product``). Blank lines are
+    not baskets: they are skipped and counted. Quotes are ordinary characters. With an explicit
+    ``header: true`` the first non-blank line is skipped.
+
+    Returns
+    -------
+    tuple of str and int
+        The relation to select from and the number of blank lines skipped.
+    """
+    sep = source.delimiter or ","
+    header = source.header if "header" in source.model_fields_set else False
+    lines = (
+        f"read_csv({_lit(str(path))}, columns = {{'line': 'VARCHAR'}}, header = false, "
+        f"delim = {_lit(_LINE_DELIM)}, quote = '', escape = '', auto_detect = false)"
+    )
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE _bk_lines_{table} AS
+        SELECT _line, _s FROM (SELECT row_number() OVER () AS _line,
+                     regexp_replace(line, '^\\s+|\\s+$', '', 'g') AS _s FROM {lines})
+        WHERE coalesce(_s, '') <> '' ORDER BY _line"""
+    )
+    total, first = con.execute(f"SELECT count(*), min(_line) FROM _bk_lines_{table}").fetchone()
+    all_lines = con.execute(f"SELECT count(*) FROM {lines}").fetchone()[0]
+    if first is None:
+        raise DataError(f"{path}: the {table} table has no data rows (empty file or header only)")
+    start = first if header else first - 1
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE _bk_{table} AS
+        SELECT CAST(_line AS VARCHAR) AS order_id, NULLIF(TRIM(_item), '') AS product_name
+        FROM (SELECT _line, unnest(string_split(_s, {_lit(sep)})) AS _item,
+                     generate_subscripts(string_split(_s, {_lit(sep)}), 1) AS _pos
+              FROM _bk_lines_{table} WHERE _line > {start})
+        ORDER BY _line, _pos"""
+    )
+    return f"_bk_{table}", int(all_lines - total)
+
+
 def _read_csv_headerless(
     con: duckdb.DuckDBPyConnection, table: str, path: Path, source: TableSource
 ) -> str:
@@ -328,7 +397,9 @@ def register_raw(con: duckdb.DuckDBPyConnection, table: str, source: TableSource
     _check_options(table, source, fmt)
     blank_lines: int | None = None
     try:
-        if fmt == "csv" and source.delimiter == WHITESPACE:
+        if fmt == "baskets":
+            rel, blank_lines = _read_baskets(con, table, path, source)
+        elif fmt == "csv" and source.delimiter == WHITESPACE:
             rel, blank_lines = _read_whitespace(con, table, path, source)
         elif fmt == "csv" and not source.header:
             rel = _read_csv_headerless(con, table, path, source)
@@ -356,23 +427,35 @@ def register_raw(con: duckdb.DuckDBPyConnection, table: str, source: TableSource
             )
         del mapping["order_id"]
         derived["order_id"] = "CAST(row_number() OVER () AS VARCHAR)"
+    basket_only = table == "transactions" and (source.basket_only or fmt == "baskets")
+    required = ["order_id"] if basket_only else spec["required"]
     missing = [
         f"{canon} (column {src!r})" if src != canon else canon
         for canon, src in mapping.items()
-        if canon in spec["required"] and src not in cols
+        if canon in required and src not in cols
     ]
+    if basket_only and not any(mapping[c] in cols for c in ("product_id", "product_name")):
+        missing.append("product_id or product_name")
     if missing:
         raise DataError(
             f"{path}: required column {', '.join(missing)} missing from the {table} table "
             f"(found: {', '.join(cols)}); map your column names under data.{table}.columns"
         )
+    absent: dict[str, str] = {}
+    if basket_only:
+        # the columns a basket does not have: NULL, so every later step sees the same table shape
+        absent = {
+            c: "CAST(NULL AS VARCHAR)"
+            for c in spec["required"]
+            if c not in derived and mapping[c] not in cols
+        }
     present = {canon: src for canon, src in mapping.items() if src in cols}
     select = ", ".join(
         [
             f"NULLIF(TRIM(CAST({_q(src)} AS VARCHAR)), '') AS {_q(canon)}"
             for canon, src in present.items()
         ]
-        + [f"{expr} AS {_q(canon)}" for canon, expr in derived.items()]
+        + [f"{expr} AS {_q(canon)}" for canon, expr in {**derived, **absent}.items()]
     )
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE raw_{table} AS "
@@ -390,6 +473,9 @@ def register_raw(con: duckdb.DuckDBPyConnection, table: str, source: TableSource
         "columns": sorted([*present, *derived]),
         "ignored_columns": extra,
     }
+    if basket_only:
+        info["basket_only"] = True
+        info["absent_columns"] = sorted(absent)
     if blank_lines is not None:
         info["blank_lines"] = blank_lines
     return info
@@ -435,7 +521,16 @@ def _typed_sql(
     dup = f"row_number() OVER (PARTITION BY {all_cols} ORDER BY _row) > 1"
     checks: list[tuple[str, str]] = [("exact_duplicate", dup)]
     parsed: list[str] = []
-    if table == "transactions":
+    if table == "transactions" and (source.basket_only or source.format == "baskets"):
+        # A basket line has an order and an item, nothing else to parse.
+        item = " AND ".join(f"{c} IS NULL" for c in ("product_id", "product_name") if c in cols)
+        parsed = [
+            "CAST(NULL AS TIMESTAMP) AS order_ts",
+            "CAST(NULL AS DOUBLE) AS qty",
+            "CAST(NULL AS DOUBLE) AS price",
+        ]
+        checks += [("missing_order_id", "order_id IS NULL"), ("missing_product", item)]
+    elif table == "transactions":
         ts = _parse_ts("order_date", fmt)
         q, p = _num("quantity"), _num("unit_price")
         # With a line total, p is the total: the unit price is derived (quantity 0 is quarantined
@@ -732,7 +827,7 @@ def prepare(
         f"""CREATE OR REPLACE TEMP TABLE transactions AS
         SELECT {_pseudo(key)} AS customer_key, t.order_id, t.order_ts, CAST(t.order_ts AS DATE) AS order_date,
           {"".join(f"t.{c}, " for c in opt)}t.qty AS quantity, t.price AS unit_price,
-          {amount} AS amount, t.qty < 0 AS is_return, {is_cancel} AS is_cancellation,
+          {amount} AS amount, coalesce(t.qty < 0, FALSE) AS is_return, {is_cancel} AS is_cancellation,
           {is_product} AS is_product, t._row AS source_row{name_sql}
         FROM typed_transactions t
         LEFT JOIN id_map m ON m.customer_id = t.customer_id
@@ -777,6 +872,7 @@ def prepare(
         identity=identity,
         column_issues=column_issues,
         seconds={k: round(v, 3) for k, v in seconds.items()},
+        basket_only=bool(info["transactions"].get("basket_only", False)),
     )
     (out / "prepare.json").write_text(json.dumps(result.to_json(), indent=2, sort_keys=True) + "\n")
     return result

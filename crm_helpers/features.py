@@ -35,6 +35,7 @@ SELECT customer_key,
   date_diff('day', min(order_date) FILTER (WHERE NOT is_return), {ref}) AS tenure_days,
   date_diff('day', max(order_date) FILTER (WHERE NOT is_return), {ref}) AS recency_days
 FROM transactions
+WHERE customer_key IS NOT NULL  -- basket-only data has no customers
 GROUP BY customer_key
 ORDER BY customer_key"""
 

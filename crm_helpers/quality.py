@@ -16,6 +16,7 @@ REASON_TEXT: dict[str, str] = {
     "exact_duplicate": "the whole line repeats an earlier line (first copy kept)",
     "missing_customer_id": "no customer id: cannot be linked to a customer",
     "missing_order_id": "no order id",
+    "missing_product": "a basket line without its item",
     "missing_event_type": "no event type",
     "unparseable_date": "the date cannot be read",
     "future_date": "dated after the latest plausible date",
@@ -44,6 +45,24 @@ class Prepared:
     def reference_date(self) -> pd.Timestamp:
         """The day after the last kept transaction."""
         return pd.Timestamp(self.summary["reference_date"])
+
+    @property
+    def basket_only(self) -> bool:
+        """The transactions are baskets only: no customers, dates, quantities or prices."""
+        return bool(self.summary.get("basket_only", False))
+
+
+#: What the customer chapters need that basket-only data lacks (for their 'not available' page).
+BASKET_ONLY_NEEDS = (
+    "customer ids, order dates and prices; this data holds baskets only (an order and its "
+    "products), which the market basket chapter analyses"
+)
+
+
+def is_basket_only(run_dir: str | Path) -> bool:
+    """Whether a run's prepared transactions are baskets only (from ``prepared/prepare.json``)."""
+    summary = json.loads((Path(run_dir) / "prepared" / "prepare.json").read_text())
+    return bool(summary.get("basket_only", False))
 
 
 def load_prepared(run_dir: str | Path) -> Prepared:
@@ -197,6 +216,26 @@ def base_kpis(prep: Prepared) -> dict[str, Any]:
     sales = tx[~tx["is_return"]]
     buyers = cust[cust["orders"].fillna(0) > 0]
     orders = int(sales["order_id"].nunique())
+    if prep.basket_only:
+        # no prices: revenue is unknown (not zero); the baskets are what there is to count
+        item = "product_name" if "product_name" in tx else "product_id"
+        return {
+            "basket_only": True,
+            "customers": 0,
+            "orders": orders,
+            "products": int(tx[item].nunique()),
+            "items_per_basket": float(tx.groupby("order_id")[item].nunique().mean())
+            if orders
+            else None,
+            "gross_revenue": None,
+            "returns_value": None,
+            "net_revenue": None,
+            "average_order_value": None,
+            "repeat_rate": None,
+            "return_line_share": None,
+            "reference_date": None,
+            "period": prep.summary["period"],
+        }
     gross = float(sales["amount"].sum())
     return {
         "customers": int(len(buyers)),

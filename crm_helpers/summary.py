@@ -36,6 +36,8 @@ def chapter_status(run_dir: str | Path) -> list[dict[str, Any]]:
 def headline_kpis(dq: dict[str, Any], customers: pd.DataFrame, active_days: int) -> dict[str, Any]:
     """Customers, active customers, revenue, orders, average order value, repeat rate."""
     k = dq["kpis"]
+    if k.get("basket_only"):
+        return {key: k[key] for key in ("basket_only", "orders", "products", "items_per_basket")}
     active = int((customers["recency_days"] <= active_days).sum())
     return {
         "customers": k["customers"],
@@ -52,6 +54,14 @@ def headline_kpis(dq: dict[str, Any], customers: pd.DataFrame, active_days: int)
 
 def kpi_table(kpis: dict[str, Any]) -> pd.DataFrame:
     """The headline KPIs as a two-column table."""
+    if kpis.get("basket_only"):
+        rows = [
+            ("Baskets (orders)", fmt_num(kpis["orders"])),
+            ("Distinct products", fmt_num(kpis["products"])),
+            ("Products per basket", fmt_num(kpis["items_per_basket"], 2)),
+            ("Customers, revenue", "not in this data (baskets only)"),
+        ]
+        return pd.DataFrame(rows, columns=["KPI", "value"])
     rows = [
         ("Customers (at least one purchase)", fmt_num(kpis["customers"])),
         (
@@ -92,6 +102,13 @@ def quality_caveats(dq: dict[str, Any]) -> list[str]:
 
 def _dq_section(dq: dict[str, Any]) -> str:
     k = dq["kpis"]
+    if k.get("basket_only"):
+        return (
+            f"Every input row is accounted for: {dq['rows_kept']:,} kept and "
+            f"{dq['rows_quarantined']:,} quarantined with a reason. The data hold "
+            f"{k['orders']:,} baskets over {k['products']:,} products, without customers, dates "
+            "or prices: only the market basket analysis applies."
+        )
     return (
         f"Every input row is accounted for: {dq['rows_kept']:,} kept and "
         f"{dq['rows_quarantined']:,} quarantined with a reason. The unified customer view holds "
@@ -214,10 +231,13 @@ SECTIONS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
 }
 
 
+def _section(slug: str, art: dict[str, Any]) -> str:
+    """One chapter's Markdown; a chapter that found its inputs lacking says what it needs."""
+    if art.get("status") == "not_available":
+        return f"Not available for this data: it needs {'; '.join(art.get('missing') or [])}."
+    return SECTIONS[slug][1](art)
+
+
 def sections(arts: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
     """(title, Markdown) for each chapter that produced an artifact, in chapter order."""
-    return [
-        (SECTIONS[s][0], SECTIONS[s][1](arts[s]))
-        for s in artifacts.SLUGS
-        if s in arts and s in SECTIONS
-    ]
+    return [(SECTIONS[s][0], _section(s, arts[s])) for s in artifacts.SLUGS if s in arts and s in SECTIONS]

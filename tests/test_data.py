@@ -622,3 +622,79 @@ def test_cdnow_sample_loads_every_line_through_its_params(tmp_path):
     assert round(tx["amount"].sum() * 100) == cents
     assert (tx["amount"] == 0).sum() == 8  # free purchases are transactions
     assert raw.duplicated().sum() == 21 and tx["order_id"].nunique() == 6919
+
+
+# ------------------------------------------------------------------------ basket-only sources
+BASKETS = "a,b\n\n c , a\nb,,d\ne,e\n"
+
+
+def test_basket_file_becomes_one_row_per_item_with_every_line_accounted_for(tmp_path):
+    src = TableSource(path=write(tmp_path / "b.csv", BASKETS), format="baskets")
+    res = prepare(_params(tmp_path), {"transactions": src}, run := RunPaths(tmp_path / "r"))
+    # 9 items on 4 basket lines (line 2 is blank): 'b,,d' has an empty item, 'e,e' a repeat
+    assert res.reconciliation["transactions"] == {
+        "input": 9,
+        "kept": 7,
+        "quarantined": {"missing_product": 1, "exact_duplicate": 1},
+    }
+    assert res.basket_only and res.inputs["transactions"]["blank_lines"] == 1
+    assert res.inputs["transactions"]["absent_columns"] == [
+        "customer_id",
+        "order_date",
+        "quantity",
+        "unit_price",
+    ]
+    tx = pd.read_parquet(run.prepared / "transactions.parquet")
+    # order id = line number in the file; items trimmed; file order kept
+    assert list(zip(tx["order_id"], tx["product_name"], strict=True)) == [
+        ("1", "a"), ("1", "b"), ("3", "c"), ("3", "a"), ("4", "b"), ("4", "d"), ("5", "e"),
+    ]  # fmt: skip
+    assert tx["customer_key"].isna().all() and tx["order_date"].isna().all()
+    assert not tx["is_return"].any() and tx["is_product"].all()
+    q = pd.read_parquet(run.root / "quarantine" / "transactions.parquet")
+    assert sorted(q["reason"]) == ["exact_duplicate", "missing_product"]
+    assert pd.read_parquet(run.prepared / "customers.parquet").empty
+
+
+def test_basket_file_with_an_explicit_header_skips_it(tmp_path):
+    f = write(tmp_path / "b.txt", "items\r\nx;y\r\ny\r\n")  # CR LF line ends too
+    src = TableSource(path=f, format="baskets", header=True, delimiter=";")
+    res = prepare(_params(tmp_path), {"transactions": src}, run := RunPaths(tmp_path / "r"))
+    assert res.reconciliation["transactions"] == {"input": 3, "kept": 3, "quarantined": {}}
+    tx = pd.read_parquet(run.prepared / "transactions.parquet")
+    assert list(tx["order_id"]) == ["2", "2", "3"] and list(tx["product_name"]) == ["x", "y", "y"]
+
+
+def test_basket_only_csv_needs_an_order_and_a_product_column(tmp_path):
+    f = write(tmp_path / "long.csv", "basket,item\nB1,milk\nB1,bread\nB2,milk\n")
+    ok = TableSource(path=f, basket_only=True, columns={"order_id": "basket", "product_id": "item"})
+    res = prepare(_params(tmp_path), {"transactions": ok}, run := RunPaths(tmp_path / "r"))
+    assert res.reconciliation["transactions"]["kept"] == 3 and res.basket_only
+    tx = pd.read_parquet(run.prepared / "transactions.parquet")
+    assert list(tx["product_id"]) == ["milk", "bread", "milk"]
+    no_item = TableSource(path=f, basket_only=True, columns={"order_id": "basket"})
+    with pytest.raises(DataError, match=r"long\.csv: required column product_id or product_name"):
+        prepare(_params(tmp_path), {"transactions": no_item}, RunPaths(tmp_path / "r2"))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "table", "match"),
+    [
+        ({"format": "baskets"}, "customers", "format 'baskets'.*transactions table only"),
+        ({"format": "baskets", "price_is_line_total": True}, "transactions", "price_is_line_total"),
+        ({"format": "baskets", "delimiter": "whitespace"}, "transactions", "single item separator"),
+        ({"format": "baskets", "order_id_from_row": True}, "transactions", "order_id_from_row"),
+        ({"basket_only": True}, "customers", "basket_only' applies to the transactions table"),
+    ],
+)
+def test_basket_options_that_do_not_apply_are_refused(tmp_path, kwargs, table, match):
+    src = TableSource(path=write(tmp_path / "b.csv", "a,b\n"), **kwargs)
+    sources = {"transactions": TableSource(path=write(tmp_path / "t.csv", TX))} | {table: src}
+    with pytest.raises(DataError, match=match):
+        prepare(_params(tmp_path), sources, RunPaths(tmp_path / "r"))
+
+
+def test_empty_basket_file_is_a_clear_error(tmp_path):
+    src = TableSource(path=write(tmp_path / "b.csv", "\n\n"), format="baskets")
+    with pytest.raises(DataError, match=r"b\.csv: the transactions table has no data rows"):
+        prepare(_params(tmp_path), {"transactions": src}, RunPaths(tmp_path / "r"))

@@ -35,6 +35,7 @@ bench: setup ## run the benchmarks (writes benchmarks/results/*.json)
 	$(BIN)/python benchmarks/bench_run.py
 	$(BIN)/python benchmarks/bench_rfm.py
 	$(BIN)/python benchmarks/bench_clv.py
+	$(BIN)/python benchmarks/bench_basket.py
 
 clean: ## remove the virtual environment and generated reports
 	rm -rf $(VENV) reports/*/ .pytest_cache

@@ -219,7 +219,7 @@ def bootstrap_stability(
 ) -> pd.DataFrame:
     """Resample baskets with replacement; per rule, how often it still passes both thresholds.
 
-    Each round draws multinomial basket weights (seeded) and recounts every rule's X and X-and-Y
+    Each round draws n baskets with replacement (seeded; multinomial weights) and recounts every rule's X and X-and-Y
     baskets; mining is not redone (the question is whether these rules hold, not which others
     appear). Returns the input rules with ``stability`` (share of rounds passing) and a
     ``level`` interval of the lift (``lift_low``, ``lift_high``).
@@ -236,14 +236,18 @@ def bootstrap_stability(
             v &= mat[:, col[i]].toarray().ravel().astype(bool)
         return v
 
-    ind_x = np.array([indicator(a) for a in rules["antecedent"]])
-    ind_y = np.array([indicator(c) for c in rules["consequent"]])
-    ind_xy = ind_x & ind_y
+    ind_x = np.array([indicator(a) for a in rules["antecedent"]]).reshape(len(rules), n)
+    ind_y = np.array([indicator(c) for c in rules["consequent"]]).reshape(len(rules), n)
+    # sparse rows: a round costs the baskets that hold the rules' items, not every basket
+    ind_x, ind_y, ind_xy = (
+        sparse.csr_matrix(m, dtype=np.float64) for m in (ind_x, ind_y, ind_x & ind_y)
+    )
     rng = np.random.default_rng(seed)
     passed = np.zeros(len(rules))
     lifts = np.empty((rounds, len(rules)))
     for b in range(rounds):
-        w = rng.multinomial(n, np.full(n, 1.0 / n)).astype(float)
+        # n draws with replacement: each basket's multiplicity (multinomial(n, 1/n) weights)
+        w = np.bincount(rng.integers(0, n, n), minlength=n).astype(np.float64)
         n_x, n_y, n_xy = ind_x @ w, ind_y @ w, ind_xy @ w
         with np.errstate(divide="ignore", invalid="ignore"):
             conf = n_xy / n_x

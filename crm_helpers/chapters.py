@@ -34,6 +34,7 @@ CHAPTERS: tuple[Chapter, ...] = (
     Chapter("02", "segmentation", "Segmentation", reads=("profile",)),
     Chapter("03", "clv", "Customer lifetime value"),
     Chapter("04", "basket", "Market basket and cross-selling"),
+    Chapter("05", "recommendations", "Personalised recommendations"),
     Chapter("99", "summary", "Executive summary and actions", reads=("*",)),
 )
 FIRST, LAST = "data_quality", "summary"

@@ -480,6 +480,53 @@ class BasketChapter(_Strict):
     )
 
 
+class RecommendationsChapter(_Strict):
+    """Chapter 05: personalised recommendations from implicit purchases."""
+
+    item_column: Literal["auto", "product_name", "product_id", "category"] = Field(
+        "auto", description="What an item is; auto = product_name when present, else product_id."
+    )
+    cutoff: dt.date | None = Field(
+        None,
+        description="Last day of the training period of the holdout; null = leave the last "
+        "test_share of the period as test.",
+    )
+    test_share: float = Field(
+        0.25, gt=0, lt=1, description="Share of the period kept as test when cutoff is null."
+    )
+    k: int = Field(10, ge=1, le=100, description="Metrics at k: precision, recall, NDCG, success.")
+    top_n: int = Field(
+        10, ge=1, le=100, description="Recommendations per customer in the artifact."
+    )
+    repeat_purchases: bool = Field(
+        False,
+        description="false: recommend only items the customer has not bought (and judge the "
+        "holdout on new items); true: re-buying an item counts.",
+    )
+    models: list[Literal["item_knn", "svd", "als"]] = Field(
+        default_factory=lambda: ["item_knn", "svd"],
+        min_length=1,
+        description="Models compared with the popularity baseline: item_knn (item-based "
+        "collaborative filtering), svd (truncated SVD), als (implicit ALS; slower).",
+    )
+    tune: bool = Field(
+        True,
+        description="Choose each model's settings on a validation split inside the training "
+        "period (never the test period); false = the models' defaults.",
+    )
+    fallback_group: Literal["auto", "none", "region", "country", "channel"] = Field(
+        "auto",
+        description="Customers without history (first purchase after the cutoff) get what is "
+        "popular in their group, known at first contact: region (customer data), country or "
+        "channel (of their first purchase); auto = the first of these the data have; none = "
+        "overall popularity.",
+    )
+    min_customers: int = Field(
+        50, ge=1, description="Data-sufficiency gate: test customers with a new item bought."
+    )
+    min_items: int = Field(10, ge=2, description="Data-sufficiency gate: items in the catalogue.")
+
+
 class SummaryChapter(_Strict):
     """Chapter 99: executive summary."""
 
@@ -500,6 +547,9 @@ class ChaptersParams(_Strict):
     )
     clv: ClvChapter = Field(default_factory=ClvChapter, description="Chapter 03.")
     basket: BasketChapter = Field(default_factory=BasketChapter, description="Chapter 04.")
+    recommendations: RecommendationsChapter = Field(
+        default_factory=RecommendationsChapter, description="Chapter 05."
+    )
     summary: SummaryChapter = Field(default_factory=SummaryChapter, description="Chapter 99.")
 
 

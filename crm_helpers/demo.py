@@ -204,7 +204,7 @@ QUARANTINED_DIRT = (
 )
 DUPLICATE_ACCOUNT_SHARE = 0.02
 #: Bumped whenever the generated data change; part of the demo cache key.
-GENERATOR_VERSION = 4
+GENERATOR_VERSION = 5
 
 CATALOGUE: dict[str, list[tuple[str, float]]] = {
     "Kitchen": [
@@ -260,6 +260,10 @@ CATALOGUE: dict[str, list[tuple[str, float]]] = {
 }  # fmt: skip
 DELUXE_FACTOR = 1.8
 N_TIERS = 10
+#: Planted taste: every customer has two favourite categories, and this share of their lines is
+#: drawn within a favourite category (by popularity, same price tier); the rest by popularity.
+TASTE_SHARE = 0.6
+TASTE_CATEGORIES = 2
 ZIPF_EXPONENT = 0.7  # popularity within a price tier proportional to rank ** -0.7
 LINE_SPREAD = 0.6  # the order value is split over its lines in proportion to lognormal(0, 0.6)
 TIER_SHIFT = 0.8  # lines aim at unit prices exp(-0.8) x their target (quantity makes up the rest)
@@ -855,6 +859,55 @@ class _Lines:
     seq: np.ndarray  # position within the order
 
 
+def _favourites(trng: np.random.Generator, n_people: int, n_cat: int) -> np.ndarray:
+    """Each person's ``TASTE_CATEGORIES`` distinct favourite categories, shape (people, k)."""
+    keys = trng.random((n_people, n_cat))
+    return np.argsort(keys, axis=1)[:, :TASTE_CATEGORIES]
+
+
+def _apply_taste(
+    rng: np.random.Generator,
+    cat: _Catalogue,
+    n_people: int,
+    cust: np.ndarray,
+    order: np.ndarray,
+    tier: np.ndarray,
+    prod: np.ndarray,
+) -> np.ndarray:
+    """Redraw ``TASTE_SHARE`` of the lines within one of the customer's favourite categories.
+
+    A spawned stream makes the draws, so the main stream (and every later draw of the generator)
+    is unchanged. A line keeps its product when its tier has no product of the chosen category or
+    when the redraw repeats a product already in the order.
+    """
+    trng = rng.spawn(1)[0]
+    n_prod, n_cat = len(cat.names), len(cat.categories)
+    fav = _favourites(trng, n_people, n_cat)
+    taste = trng.random(len(prod)) < TASTE_SHARE
+    g = fav[cust, trng.integers(0, TASTE_CATEGORIES, len(prod))] if len(prod) else cust
+    u = trng.random(len(prod))
+    # products grouped by (tier, category), cumulative popularity within each group
+    group = cat.tier * n_cat + cat.category_idx
+    members = np.lexsort((np.arange(n_prod), group))
+    gsorted = group[members]
+    pop = cat.popularity[members]
+    starts = np.searchsorted(gsorted, np.arange(N_TIERS * n_cat), side="left")
+    ends = np.searchsorted(gsorted, np.arange(N_TIERS * n_cat), side="right")
+    cum = np.cumsum(pop)
+    before = np.concatenate([[0.0], cum])
+    want = tier * n_cat + g
+    lo, hi = starts[want], ends[want]
+    ok = taste & (hi > lo)
+    total = before[hi[ok]] - before[lo[ok]]
+    target = before[lo[ok]] + u[ok] * total
+    pos = np.minimum(np.searchsorted(cum, target, side="right"), hi[ok] - 1)
+    out = prod.copy()
+    out[ok] = members[np.maximum(pos, lo[ok])]
+    dup = _dup_in_order(order, out, n_prod)
+    out[dup] = prod[dup]
+    return out
+
+
 def _lines(rng: np.random.Generator, ppl: _People, od: _Orders, cat: _Catalogue) -> _Lines:
     """Baskets: lines priced around the order's target value, plus the planted pairs."""
     n_orders, n_prod = len(od.cust), len(cat.names)
@@ -866,6 +919,7 @@ def _lines(rng: np.random.Generator, ppl: _People, od: _Orders, cat: _Catalogue)
         if not dup.any():
             break
         prod[dup] = _draw_products(rng, cat, tier[dup])
+    prod = _apply_taste(rng, cat, len(ppl.seg), od.cust[order], order, tier, prod)
     keep = ~_dup_in_order(order, prod, n_prod)
     order, prod, target = order[keep], prod[keep], target[keep]
     units = target / (cat.price[prod] / 100.0)  # stochastic rounding keeps values unbiased
@@ -1368,6 +1422,21 @@ def _observable(
     }
 
 
+def _top_two_share(cat: _Catalogue, od: _Orders, ln: _Lines) -> float | None:
+    """Mean share of a customer's lines in their two most-bought categories (5+ lines)."""
+    n_cat = len(cat.categories)
+    cust = od.cust[ln.order]
+    mine = cust < 100_000
+    counts = np.bincount(
+        cust[mine] * n_cat + cat.category_idx[ln.prod[mine]],
+        minlength=(int(cust[mine].max()) + 1) * n_cat if mine.any() else 0,
+    ).reshape(-1, n_cat)
+    total = counts.sum(axis=1)
+    top2 = np.sort(counts, axis=1)[:, -2:].sum(axis=1)
+    use = total >= 5
+    return _round(float((top2[use] / total[use]).mean()), 4) if use.any() else None
+
+
 def _truth(
     args: dict[str, Any],
     cal: _Calendar,
@@ -1688,6 +1757,20 @@ def _truth(
             "n_products": len(cat.names),
             "categories": cat.categories,
             "pairs": pairs,
+        },
+        "taste": {
+            "description": (
+                f"Every customer has {TASTE_CATEGORIES} favourite categories (drawn uniformly); "
+                f"{TASTE_SHARE:.0%} of their lines are drawn within one of them (by popularity in "
+                "the line's price tier, when the tier has such a product), the rest by "
+                "popularity alone. So a customer's past categories predict their next products: "
+                "a recommender should beat popularity. measured_top_two_category_share: mean "
+                "share of a customer's clean purchase lines in their two most-bought categories "
+                "(customers with 5+ lines; the first 100,000 customers)."
+            ),
+            "share": TASTE_SHARE,
+            "favourite_categories": TASTE_CATEGORIES,
+            "measured_top_two_category_share": _top_two_share(cat, od, ln),
         },
         "churn": {
             "description": (

@@ -221,6 +221,20 @@ def clv_by_segment(run_dir: str | Path) -> pd.DataFrame | None:
     return out.sort_values(["total_clv", "customers"], ascending=False).reset_index()
 
 
+def _recommendations_section(r: dict[str, Any]) -> str:
+    if r.get("status") != "ok":
+        return f"Not available for this data: it needs {'; '.join(r.get('missing') or [])}."
+    k, best = r["k"], r["chosen_model"]
+    g = r["gain_vs_popularity_pct"][best]
+    verdict = "beat" if all(r["beats_popularity"].values()) else "do not clearly beat"
+    return (
+        f"{r['customers_with_lists']:,} customers have a list of up to {r['top_n']} products "
+        f"from {best}. On the purchases after {r['cutoff']} its lists {verdict} popularity: "
+        f"precision@{k} {g['precision_at_k']:+.1f} %, NDCG@{k} {g['ndcg_at_k']:+.1f} %, "
+        f"success@{k} {g['success_at_k']:+.1f} % (customers with at least one hit)."
+    )
+
+
 #: slug -> (section title, Markdown from that chapter's artifact). Chapters add their entry.
 SECTIONS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "data_quality": ("Data quality", _dq_section),
@@ -228,6 +242,7 @@ SECTIONS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "segmentation": ("Segments and actions", _segmentation_section),
     "clv": ("Customer lifetime value", _clv_section),
     "basket": ("Cross-selling", _basket_section),
+    "recommendations": ("Personalised recommendations", _recommendations_section),
 }
 
 

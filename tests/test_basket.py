@@ -215,7 +215,7 @@ def test_groceries_params_run_the_basket_chapter_with_arules_counts(tmp_path, mo
     assert round(top["lift"], 4) == 11.2353 and round(top["confidence"], 6) == 0.904762
     recon = result.manifest["reconciliation"]["transactions"]
     assert recon == {"input": 43367, "kept": 43367, "quarantined": {}}  # PROVENANCE: 43,367
-    for slug in ("profile", "segmentation"):
+    for slug in ("profile", "segmentation", "recommendations"):
         art = json.loads((arts / f"{slug}.json").read_text())
         assert art["status"] == "not_available" and "baskets only" in art["missing"][0]
     assert json.loads((arts / "clv.json").read_text())["status"] != "ok"

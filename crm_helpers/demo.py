@@ -37,6 +37,9 @@ and what a chapter should recover):
   planted pairs (A, B): when A is in a basket, B is added with probability 0.5-0.65. Their
   support, confidence and lift over orders (measured on the clean purchase lines, lift far above
   2) are recorded.
+- **taste** -- every customer has two favourite categories; 60 % of their lines are drawn within
+  one of them (same price tier, by popularity), so past categories predict the next products and
+  a recommender can beat popularity.
 - **churn** -- logit(p) is raised by being a serial returner (12 % of customers, who return about
   7 % of their lines), by preferring the web channel, and by low latent satisfaction z (which
   also lowers CSAT); gender and region have no effect.

@@ -115,6 +115,11 @@ report:
     assert scored["std_error"].gt(0).all(), scored
     assert scored["z"].abs().lt(2).all(), scored[["planted", "recovered", "std_error", "z"]]
     assert set(scored["se_method"]) == {"delta", "bootstrap"}
+    # and the standard errors are informative: the rates of the segments that buy are pinned
+    # down to within 10 % (a degenerate bootstrap would pass |z| < 2 with a huge error)
+    for seg in ("vip", "loyal", "occasional"):
+        row = rows.loc[(seg, "purchases per week")]
+        assert row["std_error"] < 0.1 * row["planted"], (seg, row.to_dict())
 
 
 def test_thin_data_gets_the_gate_page_not_numbers(tmp_path, monkeypatch):

@@ -979,8 +979,9 @@ def planted_check(
         ``mean_dropout_p`` and the spend per purchase (``mean_purchase_day_value``, else
         ``mean_order_value``).
     bootstrap
-        Customer resamples (seeded) that give the standard error of a quantity whose
-        delta-method standard error is not available: a segment whose likelihood is flat in some
+        Customer resamples (seeded) that give the standard error (half the central 68 % range
+        of the resampled values, robust to a stray refit) of a quantity whose delta-method
+        standard error is not available: a segment whose likelihood is flat in some
         direction (no dropout at all, or almost no repeat purchases) has a singular information
         matrix, yet its mean rate is still well determined. 0 leaves those standard errors out.
     seed
@@ -1024,7 +1025,10 @@ def planted_check(
                     continue
                 draws.append([q[k][0] for k in missing])
             if len(draws) > 1:
-                sd = np.std(np.asarray(draws, dtype=float), axis=0, ddof=1)
+                # half the central 68 % range: a flat likelihood can throw a refit far out, and
+                # one such draw would swamp a standard deviation
+                lo, hi = np.nanpercentile(np.asarray(draws, dtype=float), [15.87, 84.13], axis=0)
+                sd = (hi - lo) / 2
                 boot = {k: float(v) for k, v in zip(missing, sd, strict=True) if np.isfinite(v)}
         for quantity, (value, se) in est.items():
             method = "delta"

@@ -441,6 +441,14 @@ def register_raw(con: duckdb.DuckDBPyConnection, table: str, source: TableSource
             f"{path}: required column {', '.join(missing)} missing from the {table} table "
             f"(found: {', '.join(cols)}); map your column names under data.{table}.columns"
         )
+    if basket_only:
+        real = [c for c in spec["required"] if c != "order_id" and mapping[c] in cols]
+        if real:
+            raise DataError(
+                f"{path}: data.{table}.basket_only is set, but the table has "
+                f"{', '.join(real)}: a basket-only source holds orders and products only; "
+                "remove basket_only to analyse those columns"
+            )
     absent: dict[str, str] = {}
     if basket_only:
         # the columns a basket does not have: NULL, so every later step sees the same table shape

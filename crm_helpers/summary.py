@@ -221,17 +221,20 @@ def clv_by_segment(run_dir: str | Path) -> pd.DataFrame | None:
     return out.sort_values(["total_clv", "customers"], ascending=False).reset_index()
 
 
+def _signed(value: float | None) -> str:
+    """A relative change in per cent (``+12.3 %``); n/a when the baseline was 0."""
+    return "n/a" if value is None else f"{value:+.1f} %"
+
+
 def _recommendations_section(r: dict[str, Any]) -> str:
-    if r.get("status") != "ok":
-        return f"Not available for this data: it needs {'; '.join(r.get('missing') or [])}."
     k, best = r["k"], r["chosen_model"]
     g = r["gain_vs_popularity_pct"][best]
     verdict = "beat" if all(r["beats_popularity"].values()) else "do not clearly beat"
     return (
         f"{r['customers_with_lists']:,} customers have a list of up to {r['top_n']} products "
         f"from {best}. On the purchases after {r['cutoff']} its lists {verdict} popularity: "
-        f"precision@{k} {g['precision_at_k']:+.1f} %, NDCG@{k} {g['ndcg_at_k']:+.1f} %, "
-        f"success@{k} {g['success_at_k']:+.1f} % (customers with at least one hit)."
+        f"precision@{k} {_signed(g.get('precision_at_k'))}, NDCG@{k} {_signed(g.get('ndcg_at_k'))}, "
+        f"success@{k} {_signed(g.get('success_at_k'))} (customers with at least one hit)."
     )
 
 
@@ -255,4 +258,8 @@ def _section(slug: str, art: dict[str, Any]) -> str:
 
 def sections(arts: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
     """(title, Markdown) for each chapter that produced an artifact, in chapter order."""
-    return [(SECTIONS[s][0], _section(s, arts[s])) for s in artifacts.SLUGS if s in arts and s in SECTIONS]
+    return [
+        (SECTIONS[s][0], _section(s, arts[s]))
+        for s in artifacts.SLUGS
+        if s in arts and s in SECTIONS
+    ]

@@ -698,3 +698,9 @@ def test_empty_basket_file_is_a_clear_error(tmp_path):
     src = TableSource(path=write(tmp_path / "b.csv", "\n\n"), format="baskets")
     with pytest.raises(DataError, match=r"b\.csv: the transactions table has no data rows"):
         prepare(_params(tmp_path), {"transactions": src}, RunPaths(tmp_path / "r"))
+
+
+def test_basket_only_on_a_table_with_dates_and_prices_is_refused_not_blanked(tmp_path):
+    src = TableSource(path=write(tmp_path / "t.csv", TX), basket_only=True)
+    with pytest.raises(DataError, match=r"basket_only is set, but the table has customer_id"):
+        prepare(_params(tmp_path), {"transactions": src}, RunPaths(tmp_path / "r"))

@@ -494,3 +494,78 @@ def test_k_below_one_and_bad_parameters_are_refused(shop):
 def test_missing_column_is_named():
     with pytest.raises(DataError, match="Required column order_date missing"):
         rc.time_split(DAYS.drop(columns="order_date"), CUT)
+
+
+# ------------------------------------------------------------------------ the chapter's helpers
+def _days(seed: int = 3) -> pd.DataFrame:
+    """Purchase days of 4 taste groups over 200 days: the planted() structure spread in time."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    start = pd.Timestamp("2024-01-01")
+    for g in range(4):
+        own = [f"g{g}_{j:02d}" for j in range(12)]
+        for u in range(40):
+            for _ in range(8):
+                item = own[rng.integers(0, 12)] if rng.random() < 0.8 else f"s{rng.integers(0, 4)}"
+                day = start + pd.Timedelta(days=int(rng.integers(0, 200)))
+                rows.append((f"g{g}_c{u:02d}", item, day.date(), 1))
+    frame = pd.DataFrame(rows, columns=["customer_key", "item", "order_date", "quantity"])
+    return frame.drop_duplicates(["customer_key", "item", "order_date"]).reset_index(drop=True)
+
+
+def test_compare_models_chooses_without_reading_the_test_period():
+    days = _days()
+    cut = rc.cutoff_date(days, 0.25)
+    a = rc.compare_models(days, cut, ["item_knn", "svd"], k=5, seed=1)
+    # delete every purchase after the cutoff and move the rest around in the test period: the
+    # settings, the validation scores and the chosen model cannot change
+    history = days[pd.to_datetime(days["order_date"]) <= pd.Timestamp(cut)]
+    later = days[pd.to_datetime(days["order_date"]) > pd.Timestamp(cut)].sample(
+        frac=0.3, random_state=0
+    )
+    b = rc.compare_models(pd.concat([history, later]), cut, ["item_knn", "svd"], k=5, seed=1)
+    assert a.settings == b.settings and a.best == b.best
+    assert a.validation_scores == b.validation_scores
+    assert a.validated and a.split.cutoff == cut
+    card = a.scorecard.set_index("model")
+    assert list(card.index) == ["popularity", "item-based CF", "truncated SVD"]
+    # taste groups: the chosen model beats popularity on this planted structure
+    assert card.loc[a.best_name, "ndcg_at_k"] > card.loc["popularity", "ndcg_at_k"]
+
+
+def test_gains_and_the_bar_are_the_scorecard_ratios():
+    card = pd.DataFrame(
+        {
+            "model": ["popularity", "m"],
+            "precision_at_k": [0.10, 0.12],
+            "recall_at_k": [0.2, 0.2],
+            "ndcg_at_k": [0.20, 0.19],
+            "success_at_k": [0.50, 0.56],
+            "coverage": [0.1, 0.0],
+        }
+    )
+    g = rc.gains(card).loc["m"]
+    assert g["precision_at_k"] == pytest.approx(20.0) and g["success_at_k"] == pytest.approx(12.0)
+    assert g["ndcg_at_k"] == pytest.approx(-5.0) and g["recall_at_k"] == pytest.approx(0.0)
+    # NDCG below the baseline fails the bar although success is +12 %
+    assert rc.beats_baseline(card, "m") == {
+        "precision_at_k": True, "ndcg_at_k": False, "success_at_k": True,
+    }  # fmt: skip
+    assert rc.beats_baseline(card.assign(success_at_k=[0.50, 0.54]), "m")["success_at_k"] is False
+
+
+def test_new_customer_lists_follow_their_group():
+    days = _days()
+    groups = pd.Series({k: k.split("_")[0] for k in days["customer_key"].unique()})
+    lists = rc.new_customer_lists(days, groups, 5)
+    assert set(lists) == {"(overall)", "g0", "g1", "g2", "g3"}
+    for g in ("g0", "g1", "g2", "g3"):
+        assert len(lists[g]) == 5 and all(i.startswith((g + "_", "s")) for i in lists[g]), lists[g]
+    assert rc.new_customer_lists(days, None, 3).keys() == {"(overall)"}
+
+
+def test_describe_names_the_chosen_similarity():
+    assert "cosine similarity" in rc.describe("item_knn", {"alpha": 0.5, "shrinkage": 5.0})
+    text = rc.describe("item_knn", {"alpha": 1.0, "shrinkage": 0.0, "neighbours": 20})
+    assert "conditional probability" in text and "shrunk" not in text and "20 closest" in text
+    assert "8 latent factors" in rc.describe("svd", {"factors": 8})

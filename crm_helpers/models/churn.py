@@ -220,7 +220,8 @@ def inspect_sources(
     if fb is not None and "type" in _columns(con, fb):
         has_complaints = bool(
             con.execute(
-                f"SELECT count(*) FROM read_parquet({_lit(fb)}) WHERE type = {_lit(complaint_type)}"
+                f"SELECT count(*) FROM read_parquet({_lit(fb)}) WHERE type = {_lit(complaint_type)} "
+                f"AND CAST(date AS DATE) <= {_date(as_of)}"
             ).fetchone()[0]
         )
     return Sources(

@@ -946,8 +946,10 @@ EDGE = 1e-4
 
 def _segment_quantities(grp: pd.DataFrame) -> dict[str, tuple[float, float]]:
     """Mean purchase rate, dropout and spend per purchase of one group, with delta-method SEs."""
-    rate, drop = bgnbd_summary(fit_bgnbd(grp["frequency"], grp["recency"], grp["T"])).values()
-    spend = gg_summary(fit_gamma_gamma(grp["frequency"], grp["monetary_value"]))["mean_spend"]
+    bg = fit_bgnbd(grp["frequency"], grp["recency"], grp["T"])
+    gg = fit_gamma_gamma(grp["frequency"], grp["monetary_value"])
+    rate, drop = bgnbd_summary(bg).values()
+    spend = gg_summary(gg)["mean_spend"]
     per_week = rate[0] * spend[0]
     # delta method for the product of two independent estimates
     per_week_se = math.hypot(rate[1] * spend[0], spend[1] * rate[0])
@@ -956,6 +958,7 @@ def _segment_quantities(grp: pd.DataFrame) -> dict[str, tuple[float, float]]:
         "dropout probability": drop,
         "spend per purchase": spend,
         "spend per week": (per_week, per_week_se),
+        "_at_bound": [*bg.at_bound, *gg.at_bound],  # type: ignore[dict-item]
     }
 
 
@@ -1012,6 +1015,7 @@ def planted_check(
             "spend per purchase": order_value,
             "spend per week": lam * order_value,
         }
+        bound = est.pop("_at_bound")
         repeaters = int((grp["frequency"] > 0).sum())
         missing = [q for q, (_, se) in est.items() if not np.isfinite(se)]
         boot: dict[str, float] = {}
@@ -1031,7 +1035,8 @@ def planted_check(
                 sd = (hi - lo) / 2
                 boot = {k: float(v) for k, v in zip(missing, sd, strict=True) if np.isfinite(v)}
         for quantity, (value, se) in est.items():
-            method = "delta"
+            # with a parameter at its bound the delta-method error is conditional on it
+            method = f"delta (given {', '.join(bound)} at bound)" if bound else "delta"
             if not np.isfinite(se):
                 se, method = boot.get(quantity, math.nan), "bootstrap"
             planted_value = values[quantity]

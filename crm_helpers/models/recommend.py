@@ -57,6 +57,8 @@ __all__ = [
     "compare_models",
     "fallback_column",
     "fallback_groups",
+    "describe",
+    "new_customer_lists",
     "final_recommendations",
     "first_contact_sql",
     "gains",
@@ -1113,6 +1115,11 @@ class Comparison:
     recs: dict[str, pd.DataFrame]
 
     @property
+    def validated(self) -> bool:
+        """Whether the validation split had customers to judge (else: defaults, first model)."""
+        return bool(len(self.validation.test))
+
+    @property
     def best_name(self) -> str:
         """Display name of the chosen model."""
         return MODELS[self.best][1]
@@ -1184,6 +1191,65 @@ def compare_models(
         recs[MODELS[key][1]] = _score(_estimator(key, seed, settings[key]), split, k)[1]
     card = scorecard(recs, split.test, k, split.train["item"].nunique())
     return Comparison(split, validation, settings, tuning, val_scores, best, card, recs)
+
+
+def describe(key: str, settings: Mapping[str, Any]) -> str:
+    """The model with its chosen settings in words, for the report."""
+    est = _estimator(key, 0, settings)
+    p = est.get_params()
+    if key == "item_knn":
+        a, shrink, weight = p["alpha"], p["shrinkage"], p["customer_weight"]
+        sim = (
+            "cosine similarity"
+            if a == 0.5
+            else "conditional probability of being bought with"
+            if a == 1.0
+            else f"asymmetric cosine similarity (alpha {a:g})"
+        )
+        return (
+            f"Item-based CF scores a product by its {sim} the products the customer bought"
+            + (
+                f", shrunk when it rests on few shared buyers (shrinkage {shrink:g})"
+                if shrink
+                else ""
+            )
+            + (", heavy buyers counting less as evidence" if weight else "")
+            + f"; each product keeps its {p['neighbours']} closest products."
+        )
+    if key == "svd":
+        return (
+            f"Truncated SVD scores by {p['factors']} latent factors of the whole purchase matrix."
+        )
+    return (
+        f"Implicit ALS scores by {p['factors']} latent factors fitted to purchases weighted by "
+        f"how often they were made (alpha {p['alpha']:g}, regularisation "
+        f"{p['regularization']:g})."
+    )
+
+
+def new_customer_lists(
+    days: pd.DataFrame, groups: pd.Series | None, n: int
+) -> dict[str, list[str]]:
+    """The lists for customers without history: overall, and per group (group popularity).
+
+    Fitted on every purchase; a group's list is its popularity shrunk towards the overall one
+    (:class:`GroupPopularity`), so a small group's list leans on the whole base.
+    """
+    data = interaction_matrix(interactions(days))
+    out = {"(overall)": list(data.items[np.argsort(-data.buyers, kind="stable")[:n]])}
+    if groups is None or groups.empty:
+        return out
+    labels = groups.reindex(data.customers).to_numpy(object)
+    model = GroupPopularity().fit(data.matrix, labels)
+    names = [g for g in model.groups_ if g is not None and not pd.isna(g)]
+    scores = model.predict_scores(sparse.csr_matrix((len(names), len(data.items))), groups=names)
+    tie = np.lexsort((np.arange(len(data.items)), -data.buyers))
+    rank = np.empty(len(tie), dtype=np.int64)
+    rank[tie] = np.arange(len(tie))
+    for name, row in zip(names, scores, strict=True):
+        order = np.lexsort((rank, -row))[:n]
+        out[str(name)] = list(data.items[order])
+    return out
 
 
 def gains(scorecard_: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFrame:

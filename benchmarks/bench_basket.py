@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 import psutil
+from bench_run import tree_rss  # benchmarks/ is the script folder, so on sys.path
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "basket.json"
@@ -178,16 +179,6 @@ def mine_child(tx: str, chapter: dict, out: str) -> None:
 
 
 # --------------------------------------------------------------------------- driver (parent)
-def tree_rss(proc: psutil.Process) -> int:
-    total = 0
-    for p in [proc, *proc.children(recursive=True)]:
-        try:
-            total += p.memory_info().rss
-        except psutil.Error:
-            pass
-    return total
-
-
 def run_mining(tx: Path, chapter: dict, tmp: Path) -> dict:
     """Mine in a fresh process; its sampled peak (psutil, every 0.05 s) and its own JSON."""
     out = tmp / "mining.json"
@@ -290,15 +281,7 @@ def demo(lines: int, tmp: Path) -> dict:
     params = load_params(pfile)
     d = params.data.demo
     t0 = time.perf_counter()
-    generate_demo(
-        tmp / "demo",
-        customers=d.customers,
-        lines=d.lines,
-        start_date=d.start_date,
-        years=d.years,
-        seed=d.seed,
-        dirt=d.dirt,
-    )
+    generate_demo(tmp / "demo", **d.generator_kwargs())
     gen_s = time.perf_counter() - t0
     inputs = {
         t: TableSource(path=tmp / "demo" / f"{t}.csv")

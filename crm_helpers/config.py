@@ -81,6 +81,17 @@ class DemoParams(_Strict):
     seed: int = Field(42, ge=0, description="Seed of the demo generator.")
     dirt: bool = Field(True, description="Plant realistic dirt (duplicates, bad dates, ...).")
 
+    def generator_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`crm_helpers.demo.generate_demo` for these settings."""
+        return {
+            "customers": self.customers,
+            "lines": self.lines,
+            "start_date": self.start_date,
+            "years": self.years,
+            "seed": self.seed,
+            "dirt": self.dirt,
+        }
+
     @property
     def end_date(self) -> dt.date:
         """Last day of the demo period."""
@@ -516,10 +527,10 @@ class RecommendationsChapter(_Strict):
     )
     fallback_group: Literal["auto", "none", "region", "country", "channel"] = Field(
         "auto",
-        description="Customers without history (first purchase after the cutoff) get what is "
-        "popular in their group, known at first contact: region (customer data), country or "
-        "channel (of their first purchase); auto = the first of these the data have; none = "
-        "overall popularity.",
+        description="New customers (no history) get what is popular in their group, known at "
+        "first contact: region (customer data), country or channel (of their first purchase); "
+        "auto = the first of these the data have; none = overall popularity. Judged on the "
+        "customers who first bought after the cutoff; the per-group lists go to the artifact.",
     )
     min_customers: int = Field(
         50, ge=1, description="Data-sufficiency gate: test customers with a new item bought."

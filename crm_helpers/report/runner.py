@@ -124,15 +124,7 @@ def demo_inputs(params: Params, progress: Progress = print) -> dict[str, TableSo
         progress(
             f"generating demo data ({d.customers:,} customers, ~{d.lines:,} lines) in {folder}"
         )
-        generate_demo(
-            folder,
-            customers=d.customers,
-            lines=d.lines,
-            start_date=d.start_date,
-            years=d.years,
-            seed=d.seed,
-            dirt=d.dirt,
-        )
+        generate_demo(folder, **d.generator_kwargs())
     return {
         t: TableSource(path=folder / f"{t}.csv") for t in TABLES if (folder / f"{t}.csv").is_file()
     }

@@ -12,7 +12,7 @@ runs it with its parameters (``chapters.basket`` of the params file): basket SQL
 ``association_rules``, ``fisher_test`` and ``bootstrap_stability`` of the ``top_rules`` best
 rules. Recorded: wall time per stage and in total, the process's RSS after its imports (baseline),
 its RSS after each stage and the peak during each stage (a thread sampling every 0.02 s), the
-exact peak (``VmHWM``) and the peak sampled from outside every 0.05 s with psutil (bench_run.py);
+exact peak (``VmHWM``) and the peak sampled from outside every 0.1 s with psutil (bench_run.timed);
 plus baskets, items (distinct / kept after pruning), itemsets by size and rules. Times are the
 best of the runs (the machine may be shared: the 1-minute load average before and after is
 recorded), memory the largest.
@@ -27,7 +27,6 @@ import json
 import os
 import platform
 import resource
-import subprocess
 import sys
 import tempfile
 import threading
@@ -35,7 +34,7 @@ import time
 from pathlib import Path
 
 import psutil
-from bench_run import tree_rss  # benchmarks/ is the script folder, so on sys.path
+from bench_run import timed  # benchmarks/ is the script folder, so on sys.path
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "basket.json"
@@ -180,7 +179,7 @@ def mine_child(tx: str, chapter: dict, out: str) -> None:
 
 # --------------------------------------------------------------------------- driver (parent)
 def run_mining(tx: Path, chapter: dict, tmp: Path) -> dict:
-    """Mine in a fresh process; its sampled peak (psutil, every 0.05 s) and its own JSON."""
+    """Mine in a fresh process; its sampled peak (bench_run.timed) and its own JSON."""
     out = tmp / "mining.json"
     cmd = [
         sys.executable,
@@ -190,19 +189,10 @@ def run_mining(tx: Path, chapter: dict, tmp: Path) -> dict:
         json.dumps(chapter),
         str(out),
     ]
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    ps, peak = psutil.Process(proc.pid), 0
-    while proc.poll() is None:
-        peak = max(peak, tree_rss(ps))
-        time.sleep(0.05)
-    err = proc.stderr.read()
-    if proc.returncode != 0:
-        raise SystemExit(f"mining on {tx} failed:\n{err[-3000:]}")
-    sys.stderr.write(err)
+    seconds, peak_mb, _ = timed(cmd, dict(os.environ))
     res = json.loads(out.read_text())
-    res["process_seconds"] = round(time.perf_counter() - t0, 2)
-    res["sampled_peak_rss_mb"] = round(peak / MB, 1)
+    res["process_seconds"] = round(seconds, 2)
+    res["sampled_peak_rss_mb"] = round(peak_mb, 1)
     return res
 
 

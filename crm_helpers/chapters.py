@@ -35,6 +35,7 @@ CHAPTERS: tuple[Chapter, ...] = (
     Chapter("03", "clv", "Customer lifetime value"),
     Chapter("04", "basket", "Market basket and cross-selling"),
     Chapter("05", "recommendations", "Personalised recommendations"),
+    Chapter("06", "churn", "Churn prediction and risk", reads=("segmentation", "clv")),
     Chapter("99", "summary", "Executive summary and actions", reads=("*",)),
 )
 FIRST, LAST = "data_quality", "summary"

@@ -538,6 +538,57 @@ class RecommendationsChapter(_Strict):
     min_items: int = Field(10, ge=2, description="Data-sufficiency gate: items in the catalogue.")
 
 
+class ChurnChapter(_Strict):
+    """Chapter 06: churn prediction and risk."""
+
+    horizon_days: int = Field(
+        90,
+        ge=7,
+        le=730,
+        description="A customer churned at a cutoff when they buy nothing in "
+        "the next horizon_days days.",
+    )
+    active_days: int | None = Field(
+        None,
+        ge=1,
+        description="Customers scored at a cutoff: those who bought within this many "
+        "days before it; null = horizon_days (the customers still active by the churn definition).",
+    )
+    train_cutoffs: int = Field(
+        3, ge=1, le=12, description="Earlier cutoffs, one horizon apart, stacked to fit the models."
+    )
+    min_history_days: int = Field(
+        90, ge=0, description="History needed before the first training cutoff."
+    )
+    lookback_days: int | None = Field(
+        365, ge=30, description="Window of the frequency and spend features; null = all history."
+    )
+    calibrate: bool = Field(
+        True,
+        description="Re-map probabilities on the calibration cutoff when that lowers the "
+        "cross-validated Brier score there.",
+    )
+    top_reasons: int = Field(3, ge=1, le=5, description="Reasons listed per at-risk customer.")
+    contamination: float = Field(
+        0.01, gt=0, le=0.2, description="Share of orders and of customers the anomaly flags mark."
+    )
+    win_back: int = Field(
+        100,
+        ge=1,
+        description="Customers on the win-back list (highest value at risk) in the "
+        "summary's action list.",
+    )
+    complaint_type: str = Field(
+        "complaint", min_length=1, description="The feedback type that marks a complaint."
+    )
+    min_customers: int = Field(
+        200, ge=10, description="Data-sufficiency gate: customers on every cutoff."
+    )
+    min_churners: int = Field(
+        20, ge=5, description="Data-sufficiency gate: churners (and stayers) on every cutoff."
+    )
+
+
 class SummaryChapter(_Strict):
     """Chapter 99: executive summary."""
 
@@ -561,6 +612,7 @@ class ChaptersParams(_Strict):
     recommendations: RecommendationsChapter = Field(
         default_factory=RecommendationsChapter, description="Chapter 05."
     )
+    churn: ChurnChapter = Field(default_factory=ChurnChapter, description="Chapter 06.")
     summary: SummaryChapter = Field(default_factory=SummaryChapter, description="Chapter 99.")
 
 

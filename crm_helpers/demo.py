@@ -40,12 +40,18 @@ and what a chapter should recover):
 - **taste** -- every customer has two favourite categories; 60 % of their lines are drawn within
   one of them (same price tier, by popularity), so past categories predict the next products and
   a recommender can beat popularity.
-- **churn** -- logit(p) is raised by being a serial returner (12 % of customers, who return about
-  7 % of their lines), by preferring the web channel, and by low latent satisfaction z (which
-  also lowers CSAT); gender and region have no effect.
+- **churn** -- traits: logit(p) is raised by being a serial returner (12 % of customers, who
+  return about 7 % of their lines), by preferring the web channel and by low latent
+  satisfaction z (which also lowers CSAT);
+  experience: the order after which a customer drops out went wrong, so it is sent back whole
+  (half of them) or brings a complaint (the other half), against 1 % each for other orders. The
+  traits act from the first purchase (those they push out leave early), so among customers still
+  active at a cutoff the recent returns and complaints are the visible drivers; gender and
+  region have no effect.
 - **satisfaction** -- CSAT 1-5 = round(3.7 + 0.8 z + type effect + channel effect + noise):
-  complaints score 1.6 lower than reviews and app orders 0.5 lower than web; the texts use terms
-  of their score band ("late delivery", "great quality", ...).
+  complaints score 1.6 lower than reviews and app orders 0.5 lower than web, and a complaint
+  after a bad experience 1 lower again; the texts use terms of their score band ("late
+  delivery", "great quality", ...).
 - **identity** -- the second accounts (see dirt) as {canonical_id, duplicate_id} pairs.
 - **pii_sentinels** -- three customers with unmistakable sentinel name, e-mail, phone and address
   (they have transactions and feedback), so tests can grep every output for them.
@@ -162,6 +168,15 @@ RETURNER_SHARE = 0.12
 RETURN_PROB = {"returner": 0.07, "other": 0.006}
 CANCEL_ORDER_PROB = 0.006
 CHURN_LOGIT = {"serial_returner": 1.0, "prefers_web": 0.7, "satisfaction_z": -0.6}
+# Bad experiences, the reasons customers leave: the order after which a customer drops out went
+# wrong, so either the goods go back whole 1-14 days later ("return") or a complaint follows 0-14
+# days later ("complaint"), with the "leaving" probabilities (never both); on every other order each
+# happens with probability "staying". The complaint's score is lowered by "score_effect".
+BAD_EXPERIENCE: dict[str, Any] = {
+    "leaving": {"return": 0.5, "complaint": 0.5},
+    "staying": {"return": 0.01, "complaint": 0.01},
+    "score_effect": -1.0,
+}
 
 CSAT = {
     "intercept": 3.7,
@@ -207,7 +222,7 @@ QUARANTINED_DIRT = (
 )
 DUPLICATE_ACCOUNT_SHARE = 0.02
 #: Bumped whenever the generated data change; part of the demo cache key.
-GENERATOR_VERSION = 5
+GENERATOR_VERSION = 6
 
 CATALOGUE: dict[str, list[tuple[str, float]]] = {
     "Kitchen": [
@@ -815,6 +830,9 @@ class _Orders:
     rank: np.ndarray  # 0 = the customer's first order
     chan: np.ndarray
     value: np.ndarray  # Gamma-Gamma target value
+    bad_return: np.ndarray | None = None  # a bad experience: the whole order is sent back
+    bad_complaint: np.ndarray | None = None  # a bad experience: the customer complains
+    bad_return_days: np.ndarray | None = None  # days after the order that it is sent back
 
     @property
     def day(self) -> np.ndarray:
@@ -850,6 +868,23 @@ def _orders(rng: np.random.Generator, ppl: _People, cal: _Calendar) -> _Orders:
     gg_p = np.array([SEGMENT_PARAMS[s].gg_p for s in SEGMENTS])[ppl.seg[cust]]
     value = rng.gamma(gg_p, 1.0 / ppl.nu[cust])
     return _Orders(cust=cust, sec=sec, rank=rank, chan=chan, value=value)
+
+
+def _bad_experience(xrng: np.random.Generator, ppl: _People, od: _Orders) -> None:
+    """Mark the orders with a bad experience: likely the one after which the customer drops out.
+
+    Drawn after the dropout (from its own stream), so the BG/NBD structure is untouched; by Bayes'
+    rule this is the same as a bad experience raising the odds of leaving after that order
+    (about leaving / staying times, with the customer's own dropout p as the base).
+    """
+    leaving = ppl.dropped[od.cust] & (od.rank == ppl.m[od.cust])
+    lv, st = BAD_EXPERIENCE["leaving"], BAD_EXPERIENCE["staying"]
+    u = xrng.random(len(od.cust))
+    p_ret = np.where(leaving, lv["return"], st["return"])
+    p_com = np.where(leaving, lv["complaint"], st["complaint"])
+    od.bad_return = u < p_ret
+    od.bad_return_days = xrng.integers(1, 15, len(od.cust))  # sent back promptly
+    od.bad_complaint = (u >= p_ret) & (u < p_ret + p_com)
 
 
 @dataclass
@@ -1030,9 +1065,14 @@ def _write_transactions(
     end_sec = cal.days * 86400 - 1
     cancelled_order = rng.random(len(od.cust)) < CANCEL_ORDER_PROB
     cancelled = cancelled_order[ln.order]
-    returned = ~cancelled & (rng.random(n_p) < ppl.ret_p[od.cust[ln.order]])
+    returned = rng.random(n_p) < ppl.ret_p[od.cust[ln.order]]
     c_sec = sec + rng.integers(3600, 48 * 3600, len(od.cust))[ln.order]  # one time per order
     r_sec = sec + rng.integers(2 * 86400, 30 * 86400, n_p)
+    if od.bad_return is not None:  # a bad experience: the whole order goes back, promptly
+        sent_back = od.bad_return[ln.order]
+        returned |= sent_back
+        r_sec = np.where(sent_back, sec + od.bad_return_days[ln.order] * 86400, r_sec)
+    returned &= ~cancelled
     cancelled &= c_sec <= end_sec  # not yet cancelled or returned by the end of the period
     returned &= r_sec <= end_sec
     c_idx, r_idx = np.flatnonzero(cancelled), np.flatnonzero(returned)
@@ -1103,6 +1143,8 @@ def _write_transactions(
     counts = {name: int(len(idx)) for name, idx in sel.items()}
     counts["cancellation_lines"] = int(len(c_idx))
     counts["return_lines"] = int(len(r_idx))
+    sent_back = od.bad_return[ln.order[r_idx]] if od.bad_return is not None else []
+    counts["sent_back_lines"] = int(np.sum(sent_back))
     counts["lines_under_duplicate_id"] = int(on_dup_acct.sum())
     variants_used = {names[i] for i in np.unique(name[variant > 0])}
     return {
@@ -1113,6 +1155,11 @@ def _write_transactions(
         "rows_under_duplicate_id": int((row_cust >= len(ppl.seg)).sum()),
         "product_name_variant_spellings": len(variants_used),
         "returned_by_customer": np.bincount(od.cust[ln.order[r_idx]], minlength=len(ppl.seg)),
+        "sent_back_by_customer": np.bincount(
+            od.cust[ln.order[r_idx]],
+            weights=od.bad_return[ln.order[r_idx]] if od.bad_return is not None else None,
+            minlength=len(ppl.seg),
+        ).astype(np.int64),
         "lines_by_customer": np.bincount(od.cust[ln.order], minlength=len(ppl.seg)),
         # purchase lines the data layer keeps (the other kinds of dirt are quarantined)
         "line_kept": ~np.isin(kind, [kinds.index(k) for k in QUARANTINED_DIRT]),
@@ -1258,14 +1305,34 @@ def _write_feedback(
     od: _Orders,
     acc: _Accounts,
 ) -> dict[str, Any]:
-    """Write feedback.csv: CSAT after some orders, driven by latent satisfaction, type, channel."""
+    """Write feedback.csv: CSAT after some orders, driven by latent satisfaction, type, channel.
+
+    Orders with a bad experience (see _bad_experience) also get a complaint with probability
+    BAD_EXPERIENCE["complaint"] (drawn from a spawned stream, so the other rows stay as they were),
+    and every row about such an order scores BAD_EXPERIENCE["score_effect"] lower.
+    """
     pick = rng.random(len(od.cust)) < FEEDBACK_PER_ORDER
     pick |= np.isin(od.cust, acc.sentinels) & (od.rank == 0)
     idx = np.flatnonzero(pick)
     k = len(idx)
-    day = np.minimum(od.day[idx] + rng.integers(0, 15, k), cal.days - 1)
+    offset = rng.integers(0, 15, k)
     types = list(FEEDBACK_TYPE_SHARES)
     ftype = rng.choice(len(types), size=k, p=list(FEEDBACK_TYPE_SHARES.values()))
+    noise = rng.normal(0.0, CSAT["noise_sd"], k)
+    text_u = rng.random(k)
+    if od.bad_complaint is not None:
+        xrng = rng.spawn(1)[0]
+        extra = np.flatnonzero(od.bad_complaint & ~pick)
+        e = len(extra)
+        idx = np.concatenate([idx, extra])
+        offset = np.concatenate([offset, xrng.integers(0, 15, e)])
+        ftype = np.concatenate([ftype, np.full(e, types.index("complaint"))])
+        noise = np.concatenate([noise, xrng.normal(0.0, CSAT["noise_sd"], e)])
+        text_u = np.concatenate([text_u, xrng.random(e)])
+        k += e
+    bad = od.bad_complaint[idx] if od.bad_complaint is not None else np.zeros(k, dtype=bool)
+    ftype = np.where(bad, types.index("complaint"), ftype)  # the bad experience's complaint
+    day = np.minimum(od.day[idx] + offset, cal.days - 1)
     chan = od.chan[idx]
     cust = od.cust[idx]
     type_eff = np.array([CSAT["type"][t] for t in types])
@@ -1275,20 +1342,21 @@ def _write_feedback(
         + CSAT["z"] * ppl.z[cust]
         + type_eff[ftype]
         + chan_eff[chan]
-        + rng.normal(0.0, CSAT["noise_sd"], k)
+        + BAD_EXPERIENCE["score_effect"] * bad
+        + noise
     )
     score = np.clip(np.rint(latent), 1, 5).astype(np.int64)
     band = np.where(score <= 2, 0, np.where(score == 3, 1, 2))
     texts, off, cnt = _band_texts()
-    text_idx = off[band] + (rng.random(k) * cnt[band]).astype(np.int64)
+    text_idx = off[band] + (text_u * cnt[band]).astype(np.int64)
     # Two identical rows (same account, day, score, channel, type and text) would be an exact
     # duplicate that nobody planted: keep the first.
     key = acc.order_acct[idx]
     for col, size in ((day, cal.days), (score, 6), (chan, 3), (ftype, 3), (text_idx, len(texts))):
         key = key * size + col
     first = np.sort(np.unique(key, return_index=True)[1])
-    idx, day, ftype, chan, cust, score, text_idx, band = (
-        a[first] for a in (idx, day, ftype, chan, cust, score, text_idx, band)
+    idx, day, ftype, chan, cust, score, text_idx, band, bad = (
+        a[first] for a in (idx, day, ftype, chan, cust, score, text_idx, band, bad)
     )
     k = len(idx)
     srt = np.lexsort((idx, day))
@@ -1314,6 +1382,8 @@ def _write_feedback(
         "by_type": {t: mean(ftype == i) for i, t in enumerate(types)},
         "by_channel": {c: mean(chan == i) for i, c in enumerate(CHANNELS)},
         "by_dropped_out": {"dropped_out": mean(drop), "not_dropped_out": mean(~drop)},
+        "by_bad_experience": {"bad": mean(bad), "other": mean(~bad)},
+        "rows_after_bad_experience": int(bad.sum()),
         "corr_score_dropout_logit_shift": _round(np.corrcoef(score, ppl.shift[cust])[0, 1], 4)
         if k > 2
         else None,
@@ -1545,12 +1615,16 @@ def _truth(
     wf = np.asarray(WEEKDAY_FACTORS) / np.mean(WEEKDAY_FACTORS)
 
     # Churn drivers measured.
-    ret_share = tx["returned_by_customer"] / np.maximum(lines_per, 1)
+    # The serial returners' trait: returns other than whole orders sent back after a bad experience.
+    ret_share = (tx["returned_by_customer"] - tx["sent_back_by_customer"]) / np.maximum(
+        lines_per, 1
+    )
 
     def frac(mask: np.ndarray) -> float | None:
         return _round(dropped[mask].mean(), 4) if mask.any() else None
 
     web = ppl.pref == CHANNELS.index("web")
+    leaving = dropped[od.cust] & (od.rank == ppl.m[od.cust])
     counts = tx["counts"]
     quarantine = (
         {
@@ -1602,6 +1676,7 @@ def _truth(
             "n_lines_clean": len(ln.order),
             "n_orders": n_orders,
             "n_return_lines": counts["return_lines"],
+            "n_sent_back_lines": counts["sent_back_lines"],
             "n_cancellation_lines": counts["cancellation_lines"],
             "n_cancelled_orders": tx["cancelled_orders"],
             "n_customers": n,
@@ -1777,49 +1852,61 @@ def _truth(
         },
         "churn": {
             "description": (
-                f"Dropout drivers: logit(p) = logit(p0) + {CHURN_LOGIT['serial_returner']} x "
-                f"serial_returner + {CHURN_LOGIT['prefers_web']} x prefers_web - "
+                "Two kinds of dropout driver. Traits: logit(p) = logit(p0) + "
+                f"{CHURN_LOGIT['serial_returner']} x serial_returner + "
+                f"{CHURN_LOGIT['prefers_web']} x prefers_web - "
                 f"{-CHURN_LOGIT['satisfaction_z']} x z, where serial returners "
                 f"({RETURNER_SHARE:.0%} of customers) return ~{RETURN_PROB['returner']:.0%} of "
                 f"their purchase lines (others ~{RETURN_PROB['other']:.1%}), "
                 f"{PREFERRED_CHANNEL_PROB:.0%} of a customer's orders use the preferred channel, "
                 "and z ~ N(0, 1) is the latent satisfaction that also drives feedback scores. "
-                "Gender and region have no effect. Dropout is rare among vip and loyal customers "
-                "(a low p per purchase) and common among occasional ones (p0 ~ Beta(2, 4)), so "
-                "the drivers show most clearly among occasional customers. A churn model should "
-                "find a higher returns share, a higher web share and a lower mean CSAT raising "
-                "churn risk. dropped_out_ids lists the canonical ids whose dropout happened "
+                "Traits act from the "
+                "first purchase, so those they push out leave early: among customers still "
+                "active at a cutoff they are weak. Experience: on the order after which a "
+                "customer drops out went wrong: the goods are sent back whole 1-14 days later "
+                f"(probability {BAD_EXPERIENCE['leaving']['return']}) or else a complaint follows "
+                f"0-14 days later (probability {BAD_EXPERIENCE['leaving']['complaint']}); on "
+                f"every other order each happens with probability "
+                f"{BAD_EXPERIENCE['staying']['return']}. By Bayes' rule a returned order or a "
+                "complaint multiplies the odds of leaving after that order by about "
+                f"{BAD_EXPERIENCE['leaving']['return'] / BAD_EXPERIENCE['staying']['return']:.0f}"
+                f"; the complaint scores {-BAD_EXPERIENCE['score_effect']} lower. So among active "
+                "customers a recent return and a recent complaint mark many who have already "
+                "left. "
+                "Gender and region have no effect on dropout. A churn "
+                "model should find returns and low satisfaction (scores, complaints) among its "
+                "top features. dropped_out_ids lists the canonical ids whose dropout happened "
                 "within the period (in id order)."
             ),
             "drivers": [
                 {
-                    "name": "returns_share",
-                    "trait": "serial returner",
+                    "name": "returns",
+                    "cause": "the last order sent back (a bad experience); serial returner",
                     "direction": "increases churn",
-                    "logit_effect": CHURN_LOGIT["serial_returner"],
-                    "odds_ratio": _round(math.exp(CHURN_LOGIT["serial_returner"]), 4),
+                    "logit_effect_serial_returner": CHURN_LOGIT["serial_returner"],
                     "columns": ["transactions.quantity (negative, non-C order ids)"],
                     "return_probability": RETURN_PROB,
-                    "share_of_customers": RETURNER_SHARE,
-                },
-                {
-                    "name": "web_channel",
-                    "trait": "prefers the web channel",
-                    "direction": "increases churn",
-                    "logit_effect": CHURN_LOGIT["prefers_web"],
-                    "odds_ratio": _round(math.exp(CHURN_LOGIT["prefers_web"]), 4),
-                    "columns": ["transactions.channel"],
-                    "preferred_channel_probability": PREFERRED_CHANNEL_PROB,
+                    "share_of_customers_serial_returners": RETURNER_SHARE,
                 },
                 {
                     "name": "low_satisfaction",
-                    "trait": "latent satisfaction z (per standard deviation lower)",
-                    "direction": "lower satisfaction increases churn",
-                    "logit_effect": -CHURN_LOGIT["satisfaction_z"],
-                    "odds_ratio": _round(math.exp(-CHURN_LOGIT["satisfaction_z"]), 4),
-                    "columns": ["feedback.score"],
+                    "cause": "a complaint about the last order (a bad experience); latent z",
+                    "direction": "lower satisfaction and complaints increase churn",
+                    "logit_effect_per_z": CHURN_LOGIT["satisfaction_z"],
+                    "bad_experience_score_effect": BAD_EXPERIENCE["score_effect"],
+                    "columns": ["feedback.score", "feedback.type"],
                 },
             ],
+            "traits": {
+                "description": (
+                    "Traits shift each customer's dropout p from the start (logit effects); "
+                    "those they push out leave early, so among customers active at a late "
+                    "cutoff they barely separate who leaves next."
+                ),
+                "logit_effects": CHURN_LOGIT,
+                "preferred_channel_probability": PREFERRED_CHANNEL_PROB,
+            },
+            "bad_experience": BAD_EXPERIENCE,
             "non_drivers": ["customers.gender", "customers.region"],
             "measured": {
                 "dropped_out_share": _round(dropped.mean(), 4),
@@ -1829,10 +1916,21 @@ def _truth(
                 "dropped_out_share_other_channels": frac(~web),
                 "dropped_out_share_z_below_minus_1": frac(ppl.z < -1),
                 "dropped_out_share_z_above_1": frac(ppl.z > 1),
-                "mean_returns_share_returners": _round(ret_share[ppl.returner].mean(), 4)
+                "leaving_orders": int(leaving.sum()),
+                "leaving_orders_sent_back_share": _round(od.bad_return[leaving].mean(), 4)
+                if leaving.any()
+                else None,
+                "leaving_orders_complaint_share": _round(od.bad_complaint[leaving].mean(), 4)
+                if leaving.any()
+                else None,
+                "other_orders_sent_back_share": _round(od.bad_return[~leaving].mean(), 4),
+                "other_orders_complaint_share": _round(od.bad_complaint[~leaving].mean(), 4),
+                "mean_trait_returns_share_returners": _round(ret_share[ppl.returner].mean(), 4)
                 if ppl.returner.any()
                 else None,
-                "mean_returns_share_non_returners": _round(ret_share[~ppl.returner].mean(), 4),
+                "mean_trait_returns_share_non_returners": _round(
+                    ret_share[~ppl.returner].mean(), 4
+                ),
             },
             "dropped_out_ids": [ids[i] for i in by_id[dropped[by_id]]],
         },
@@ -1854,6 +1952,11 @@ def _truth(
                 "latent": "z",
                 "score_per_z": CSAT["z"],
                 "dropout_logit_per_z": CHURN_LOGIT["satisfaction_z"],
+                "bad_experience": (
+                    "the order after which a customer leaves often had a bad experience, which "
+                    "brings a complaint and lowers its scores (see churn)"
+                ),
+                "bad_experience_score_effect": BAD_EXPERIENCE["score_effect"],
             },
             "text_terms": TEXT_TERMS,
             "measured": {k: v for k, v in fb.items() if k != "rows"},
@@ -1980,6 +2083,7 @@ def generate_demo(
     )
     od = _orders(rng, ppl, cal)
     ln = _lines(rng, ppl, od, cat)
+    _bad_experience(rng.spawn(1)[0], ppl, od)  # a spawned stream: the main one is unchanged
     pairs = _pair_lifts(cat, ln.order, ln.prod, len(od.cust))
     acc = _accounts(rng, ppl, od, cal, bool(dirt))
     tx = _write_transactions(rng, out_dir, cal, cat, ppl, od, ln, acc, bool(dirt))

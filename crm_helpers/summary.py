@@ -238,6 +238,24 @@ def _recommendations_section(r: dict[str, Any]) -> str:
     )
 
 
+def _churn_section(c: dict[str, Any]) -> str:
+    rows = {r["model"]: r for r in c["metrics"]}
+    model, base = rows[c["scoring_model"]], rows["Baseline: recency"]
+    verdict = "beats" if c["beats_baseline"] else "does not clearly beat"
+    listed = sum(r["value_at_risk"] for r in c["win_back"])
+    total = c["value_at_risk_total"]
+    share = f" ({listed / total:.0%} of it)" if total else ""
+    return (
+        f"{c['scored_customers']:,} active customers are scored for churn in the next "
+        f"{c['horizon_days']} days. On the test cutoff ({c['cutoffs']['test']}) "
+        f"{c['scoring_model']} {verdict} the recency rule: ROC-AUC {model['roc_auc']:.3f} vs "
+        f"{base['roc_auc']:.3f}, {c['top_decile_churners']:,} vs "
+        f"{c['baseline_top_decile_churners']:,} churners in the top decile. Expected value at risk "
+        f"({c['value_source']}) is {total:,.0f}; the win-back list of {len(c['win_back']):,} "
+        f"customers holds {listed:,.0f}{share}."
+    )
+
+
 #: slug -> (section title, Markdown from that chapter's artifact). Chapters add their entry.
 SECTIONS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "data_quality": ("Data quality", _dq_section),
@@ -246,6 +264,7 @@ SECTIONS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "clv": ("Customer lifetime value", _clv_section),
     "basket": ("Cross-selling", _basket_section),
     "recommendations": ("Personalised recommendations", _recommendations_section),
+    "churn": ("Churn and win-back", _churn_section),
 }
 
 

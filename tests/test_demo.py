@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from crm_helpers.demo import SEGMENTS, generate_demo
+from crm_helpers.demo import BAD_EXPERIENCE, SEGMENTS, generate_demo
 
 FILES = ("transactions.csv", "customers.csv", "feedback.csv", "events.csv", "ground_truth.json")
 
@@ -150,7 +150,14 @@ def test_every_dirt_count_equals_what_is_in_the_files(demo, tx):
     n = len(tx)
     assert 0.003 < found["exact_duplicate"] / n < 0.007
     assert 0.007 < found["missing_customer_id"] / n < 0.013
-    assert 0.012 < (found["cancellation_lines"] + found["return_lines"]) / n < 0.03
+    # returns of whole orders sent back after a bad experience (the churn block) come on top
+    c, churn = truth["counts"], truth["churn"]["measured"]
+    sent_back = c["n_sent_back_lines"]
+    leaving, staying = churn["leaving_orders"], c["n_orders"] - churn["leaving_orders"]
+    orders = leaving * BAD_EXPERIENCE["leaving"]["return"]
+    orders += staying * BAD_EXPERIENCE["staying"]["return"]
+    assert sent_back == pytest.approx(orders * c["n_lines_clean"] / c["n_orders"], rel=0.15)
+    assert 0.012 < (found["cancellation_lines"] + found["return_lines"] - sent_back) / n < 0.03
 
 
 def test_each_dirty_line_has_exactly_one_kind(demo, tx):
@@ -391,11 +398,20 @@ def test_churn_and_satisfaction_drivers_show_in_the_measured_data(demo):
     assert churn["dropped_out_share_returners"] > churn["dropped_out_share_non_returners"]
     assert churn["dropped_out_share_prefers_web"] > churn["dropped_out_share_other_channels"]
     assert churn["dropped_out_share_z_below_minus_1"] > churn["dropped_out_share_z_above_1"]
-    assert churn["mean_returns_share_returners"] > 5 * churn["mean_returns_share_non_returners"]
+    r = churn["mean_trait_returns_share_returners"]
+    assert r > 5 * churn["mean_trait_returns_share_non_returners"]
+    # The order after which a customer leaves went wrong: sent back or complained about.
+    planted = BAD_EXPERIENCE["leaving"]
+    assert churn["leaving_orders"] > 1000
+    assert churn["leaving_orders_sent_back_share"] == pytest.approx(planted["return"], abs=0.05)
+    assert churn["leaving_orders_complaint_share"] == pytest.approx(planted["complaint"], abs=0.05)
+    assert churn["other_orders_sent_back_share"] < 0.02
+    assert churn["other_orders_complaint_share"] < 0.02
     sat = demo[1]["satisfaction"]["measured"]
     assert sat["by_type"]["complaint"] < sat["by_type"]["inquiry"] < sat["by_type"]["review"]
     assert sat["by_channel"]["app"] < sat["by_channel"]["web"] < sat["by_channel"]["store"]
     assert sat["by_dropped_out"]["dropped_out"] < sat["by_dropped_out"]["not_dropped_out"]
+    assert sat["by_bad_experience"]["bad"] < sat["by_bad_experience"]["other"] - 1
 
 
 def test_feedback_texts_use_the_terms_of_their_score_band(demo):

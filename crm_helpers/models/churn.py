@@ -70,6 +70,8 @@ LOG_FEATURES = (
     "orders_previous",
     "categories",
     "feedback_count",
+    "returns_recent",
+    "complaints_recent",
     "events_recent",
     "days_since_last_event",
 )
@@ -105,14 +107,29 @@ FEATURE_TEXT: dict[str, tuple[str, str, str]] = {
         "returns much of what they buy",
         "rarely returns",
     ),
+    "returns_recent": (
+        "returned lines in the last period",
+        "returned goods lately",
+        "no recent returns",
+    ),
     "categories": ("product categories bought", "buys across many categories", "few categories"),
     "mean_score": (
         "mean feedback score (where feedback exists)",
         "high satisfaction scores",
         "low satisfaction scores",
     ),
+    "last_score": (
+        "score of the latest feedback",
+        "last feedback was happy",
+        "last feedback was unhappy",
+    ),
     "feedback_count": ("feedback given", "gives much feedback", "gives little feedback"),
     "complaint_share": ("share of feedback that is complaints", "complains", "seldom complains"),
+    "complaints_recent": (
+        "complaints in the last period",
+        "complained lately",
+        "no recent complaints",
+    ),
     "events_recent": (
         "events in the last period",
         "active online lately",
@@ -125,6 +142,7 @@ FEATURE_TEXT: dict[str, tuple[str, str, str]] = {
     ),
     # indicators: only their "missing" state is a reason (the low words are empty)
     "mean_score_missing": ("no feedback given", "no feedback given", ""),
+    "last_score_missing": ("no feedback given", "no feedback given", ""),
     "days_between_purchases_missing": ("a single purchase day", "bought on one day only", ""),
     "complaint_share_missing": ("no feedback given", "no feedback given", ""),
     "avg_order_value_missing": ("no orders in the last year", "no orders in the last year", ""),
@@ -264,11 +282,13 @@ def features_sql(
     - ``orders_recent``, ``orders_previous``: orders in the last ``period_days`` days up to the
       cutoff and in the ``period_days`` before that; ``order_trend`` = (recent - previous) /
       (recent + previous), 0 when both are 0;
-    - ``returns_share``: return and cancellation lines / purchase lines;
+    - ``returns_share``: return and cancellation lines / purchase lines; ``returns_recent``:
+      return and cancellation lines dated in the last ``period_days`` days;
     - ``channel_share_<channel>``: share of purchase orders through each of ``src.channels``;
     - ``categories``: distinct categories bought (when the data have categories);
-    - with feedback: ``feedback_count`` (0 without), ``mean_score`` (NULL without feedback) and,
-      when the feedback has complaints, ``complaint_share``;
+    - with feedback: ``feedback_count`` (0 without), ``mean_score`` and ``last_score`` (the latest
+      feedback's score, the lower on a tie; both NULL without feedback) and, when the feedback has
+      complaints, ``complaint_share`` and ``complaints_recent`` (in the last ``period_days`` days);
     - with events: ``events_recent`` (events in the last ``period_days`` days) and
       ``days_since_last_event`` (NULL without events).
 
@@ -313,8 +333,10 @@ def features_sql(
         FROM lines WHERE {PURCHASE}
         GROUP BY customer_key
     )""",
-        """ret AS (
-        SELECT customer_key, count(*) AS return_lines FROM lines WHERE is_return GROUP BY ALL
+        f"""ret AS (
+        SELECT customer_key, count(*) AS return_lines,
+            count(*) FILTER (WHERE order_date > {c} - INTERVAL {p} DAY) AS returns_recent
+        FROM lines WHERE is_return GROUP BY ALL
     )""",
     ]
     joins = ["LEFT JOIN ret USING (customer_key)"]
@@ -331,29 +353,34 @@ def features_sql(
         "CASE WHEN orders_recent + orders_previous = 0 THEN 0.0 ELSE "
         "(orders_recent - orders_previous) / (orders_recent + orders_previous) END AS order_trend",
         "coalesce(return_lines, 0) / purchase_lines AS returns_share",
+        "coalesce(returns_recent, 0) AS returns_recent",
     ]
     cols += [f"channel_share_{_ident(ch)}" for ch in src.channels]
     if src.has_category:
         cols.append("categories")
     if src.feedback:
+        recent_fb = f"CAST(date AS DATE) > {c} - INTERVAL {p} DAY"
+        is_complaint = f"type = {_lit(complaint_type)}"
         complaint = (
-            f",\n            avg(CAST(type = {_lit(complaint_type)} AS DOUBLE)) AS complaint_share"
+            f",\n            avg(CAST({is_complaint} AS DOUBLE)) AS complaint_share,"
+            f"\n            count(*) FILTER ({is_complaint} AND {recent_fb}) AS complaints_recent"
             if src.has_complaints
             else ""
         )
         ctes.append(
             f"""fb AS (
         SELECT customer_key, count(score) AS feedback_count,
-            CAST(sum(CAST(score AS DECIMAL(38, 6))) AS DOUBLE) / count(score) AS mean_score{complaint}
+            CAST(sum(CAST(score AS DECIMAL(38, 6))) AS DOUBLE) / count(score) AS mean_score,
+            CAST(arg_max(score, (date, score)) AS DOUBLE) AS last_score{complaint}
         FROM read_parquet({_lit(src.feedback)})
         WHERE customer_key IS NOT NULL AND score IS NOT NULL AND CAST(date AS DATE) <= {c}
         GROUP BY ALL
     )"""
         )
         joins.append("LEFT JOIN fb USING (customer_key)")
-        cols += ["coalesce(feedback_count, 0) AS feedback_count", "mean_score"]
+        cols += ["coalesce(feedback_count, 0) AS feedback_count", "mean_score", "last_score"]
         if src.has_complaints:
-            cols.append("complaint_share")
+            cols += ["complaint_share", "coalesce(complaints_recent, 0) AS complaints_recent"]
     if src.events:
         ctes.append(
             f"""ev AS (
@@ -1104,6 +1131,35 @@ def importance(
     out = out.iloc[order].reset_index(drop=True)
     out["rank"] = np.arange(1, len(out) + 1)
     return out
+
+
+#: The demo's planted churn drivers (crm_helpers.demo, churn block) -> the features that show them.
+PLANTED_DRIVER_FEATURES: dict[str, tuple[str, ...]] = {
+    "returns": ("returns_recent", "returns_share"),
+    "low_satisfaction": ("complaints_recent", "complaint_share", "last_score", "mean_score"),
+}
+
+
+def planted_driver_ranks(table: pd.DataFrame, drivers: Iterable[str]) -> pd.DataFrame:
+    """Where each planted driver shows in an :func:`importance` table: its best-ranked feature.
+
+    Returns ``driver``, ``feature`` (None when no feature of the driver was used), ``rank`` and
+    ``of`` (the number of features ranked).
+    """
+    ranked = table.set_index("feature")["rank"]
+    rows = []
+    for d in drivers:
+        feats = [f for f in PLANTED_DRIVER_FEATURES.get(d, ()) if f in ranked.index]
+        best = min(feats, key=lambda f: ranked[f]) if feats else None
+        rows.append(
+            {
+                "driver": d,
+                "feature": best,
+                "rank": int(ranked[best]) if best else None,
+                "of": len(ranked),
+            }
+        )
+    return pd.DataFrame(rows, columns=["driver", "feature", "rank", "of"])
 
 
 def reasons(

@@ -161,6 +161,7 @@ def write_planted_truth(demo_dir: Path, run: RunPaths, key: str) -> None:
         "bgnbd": truth["bgnbd"]["params"],
         "gamma_gamma": truth["gamma_gamma"]["params"],
         "product_pairs": truth["product_pairs"]["pairs"],
+        "churn_drivers": [d["name"] for d in truth["churn"]["drivers"]],
     }
     (run.prepared / "planted_truth.json").write_text(json.dumps(planted, indent=1, sort_keys=True))
 

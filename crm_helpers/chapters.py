@@ -36,6 +36,8 @@ CHAPTERS: tuple[Chapter, ...] = (
     Chapter("04", "basket", "Market basket and cross-selling"),
     Chapter("05", "recommendations", "Personalised recommendations"),
     Chapter("06", "churn", "Churn prediction and risk", reads=("segmentation", "clv")),
+    Chapter("07", "forecast", "Sales forecast"),
+    Chapter("08", "satisfaction", "Satisfaction and feedback", reads=("churn", "segmentation")),
     Chapter("99", "summary", "Executive summary and actions", reads=("*",)),
 )
 FIRST, LAST = "data_quality", "summary"

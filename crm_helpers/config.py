@@ -589,6 +589,69 @@ class ChurnChapter(_Strict):
     )
 
 
+class ForecastChapter(_Strict):
+    """Chapter 07: sales forecast."""
+
+    period: Literal["D", "W", "M"] = Field(
+        "W", description="Period of the series: D (day), W (week from Monday), M (month)."
+    )
+    series: list[Literal["revenue", "orders", "customers"]] = Field(
+        default_factory=lambda: ["revenue", "orders", "customers"],
+        min_length=1,
+        description="Series backtested and forecast: net revenue, purchase orders, active "
+        "customers.",
+    )
+    horizon: int = Field(
+        12, ge=1, le=104, description="Periods forecast (and per backtest origin)."
+    )
+    origins: int = Field(8, ge=1, le=52, description="Rolling-origin backtest: cut points.")
+    step: int = Field(1, ge=1, description="Periods between backtest origins.")
+    reselect: bool = Field(
+        False,
+        description="Re-run the AIC search at every backtest origin (slower: about 4x on "
+        "the demo); false keeps the first origin's choice and re-estimates it.",
+    )
+    max_p: int = Field(2, ge=0, le=5, description="SARIMAX search bound: AR order p.")
+    max_d: int = Field(1, ge=0, le=2, description="SARIMAX search bound: differencing d.")
+    max_q: int = Field(2, ge=0, le=5, description="SARIMAX search bound: MA order q.")
+    max_P: int = Field(1, ge=0, le=2, description="SARIMAX search bound: seasonal AR order P.")
+    max_D: int = Field(1, ge=0, le=1, description="SARIMAX search bound: seasonal differencing D.")
+    max_Q: int = Field(1, ge=0, le=2, description="SARIMAX search bound: seasonal MA order Q.")
+    fourier: int = Field(
+        3, ge=0, le=10, description="Fourier harmonics for seasons too long for seasonal orders."
+    )
+    min_train_periods: int = Field(
+        26, ge=4, description="Data-sufficiency gate: periods before the first backtest origin."
+    )
+
+
+class SatisfactionChapter(_Strict):
+    """Chapter 08: satisfaction and feedback."""
+
+    scale: Literal["auto", "csat", "nps"] = Field(
+        "auto",
+        description="Score scale: csat (1-5 by default), nps (0-10) or auto (nps when a "
+        "score lies outside the CSAT range).",
+    )
+    csat_min: int = Field(1, description="Lowest CSAT score.")
+    csat_max: int = Field(5, description="Highest CSAT score.")
+    satisfied_min: int = Field(4, description="CSAT scores from this value up count as satisfied.")
+    period: Literal["M", "W", "Q"] = Field("M", description="Period of the trends.")
+    complaint_type: str = Field(
+        "complaint", min_length=1, description="The feedback type that marks a complaint."
+    )
+    top_terms: int = Field(10, ge=1, le=50, description="Frequent terms shown per score band.")
+    churn_use: Literal["latest", "mean"] = Field(
+        "latest", description="Score that bands a customer for churn by band: latest or mean."
+    )
+    min_group: int = Field(
+        5, ge=1, description="Rows describing fewer customers are suppressed (privacy)."
+    )
+    min_responses: int = Field(
+        30, ge=1, description="Data-sufficiency gate: feedback rows with a score."
+    )
+
+
 class SummaryChapter(_Strict):
     """Chapter 99: executive summary."""
 
@@ -613,6 +676,10 @@ class ChaptersParams(_Strict):
         default_factory=RecommendationsChapter, description="Chapter 05."
     )
     churn: ChurnChapter = Field(default_factory=ChurnChapter, description="Chapter 06.")
+    forecast: ForecastChapter = Field(default_factory=ForecastChapter, description="Chapter 07.")
+    satisfaction: SatisfactionChapter = Field(
+        default_factory=SatisfactionChapter, description="Chapter 08."
+    )
     summary: SummaryChapter = Field(default_factory=SummaryChapter, description="Chapter 99.")
 
 

@@ -256,6 +256,59 @@ def _churn_section(c: dict[str, Any]) -> str:
     )
 
 
+def _forecast_section(f: dict[str, Any]) -> str:
+    units = {"D": "days", "W": "weeks", "M": "months"}[f["period"]]
+    h = f["horizon"]
+    parts = []
+    for name in sorted(f["chosen"], key=["revenue", "orders", "customers"].index):
+        v = f["chosen"][name]
+        total = sum(p["mean"] for p in f["forecast"][name])
+        label = {"revenue": "Net revenue", "orders": "Orders", "customers": "Active customers"}[
+            name
+        ]
+        how = (
+            f"{v['chosen']}, which beat {v['baseline'].lower()} in the backtest (MASE "
+            f"{v['mase']:.2f} vs {v['baseline_mase']:.2f})"
+            if v["beats_baseline"]
+            else f"{v['chosen'].lower()}, as no model beat it in the backtest (MASE "
+            f"{v['baseline_mase']:.2f}): a reference line"
+        )
+        if name == "revenue":
+            parts.append(f"{label} over the next {h} {units}: {total:,.0f}, from {how}.")
+        else:
+            parts.append(f"{label}: from {how}.")
+    return " ".join(parts)
+
+
+def _satisfaction_section(s: dict[str, Any]) -> str:
+    if s["nps"] is not None:
+        head = f"NPS {s['nps']:+.0f} over {s['responses']:,} responses."
+    else:
+        head = (
+            f"CSAT {s['csat_mean']:.2f} on {s['scale_range'][0]}-{s['scale_range'][1]}, "
+            f"{s['csat_share_satisfied']:.0%} satisfied, over {s['responses']:,} responses."
+        )
+    low = [
+        f"{d['factor']} {d['level']}"
+        for d in (s.get("drivers") or [])
+        if d["p_value"] < 0.05 and d["coef"] < 0
+    ]
+    if low:
+        head += f" Significantly lower scores: {', '.join(low)}."
+    bands = [
+        b
+        for b in (s.get("churn_by_band") or [])
+        if b["band"] != "no feedback" and b.get("mean_churn_probability") is not None
+    ]
+    if len(bands) >= 2:
+        head += (
+            f" Churn probability {bands[0]['mean_churn_probability']:.0%} in the "
+            f"{bands[0]['band']} band vs {bands[-1]['mean_churn_probability']:.0%} in the "
+            f"{bands[-1]['band']} band."
+        )
+    return head
+
+
 #: slug -> (section title, Markdown from that chapter's artifact). Chapters add their entry.
 SECTIONS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "data_quality": ("Data quality", _dq_section),
@@ -265,6 +318,8 @@ SECTIONS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "basket": ("Cross-selling", _basket_section),
     "recommendations": ("Personalised recommendations", _recommendations_section),
     "churn": ("Churn and win-back", _churn_section),
+    "forecast": ("Sales forecast", _forecast_section),
+    "satisfaction": ("Satisfaction", _satisfaction_section),
 }
 
 

@@ -21,3 +21,24 @@ def write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="session")
+def prepared_demo(tmp_path_factory):
+    """The default demo (5,000 customers, 2023-01-01 .. 2024-12-31), prepared once per session.
+
+    Returns the prepared folder (read it, never write to it) and the demo's source folder (with
+    ``ground_truth.json``).
+    """
+    from crm_helpers.config import load_params
+    from crm_helpers.data import prepare
+    from crm_helpers.paths import RunPaths
+    from crm_helpers.report.runner import input_sources
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CRM_PSEUDONYM_KEY", "test-key")
+        params = load_params()
+        sources = input_sources(params, progress=lambda _: None)
+        run = RunPaths(tmp_path_factory.mktemp("prepared_demo") / "run")
+        prepare(params, sources, run)
+    return {"prepared": run.prepared, "source": Path(sources["transactions"].path).parent}

@@ -11,11 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from crm_helpers.config import load_params
-from crm_helpers.data import prepare
 from crm_helpers.models import churn as ch
-from crm_helpers.paths import RunPaths
-from crm_helpers.report.runner import input_sources
 
 CUT = dt.date(2024, 3, 31)
 H = 30
@@ -531,14 +527,9 @@ def test_plot_helpers_draw_on_the_given_axes_and_return_them():
 
 # ------------------------------------------------------------------------------ the demo
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
+def demo(prepared_demo):
     """The default demo (5,000 customers), prepared; then the chapter's models at H = 90 days."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CRM_PSEUDONYM_KEY", "test-key")
-        params = load_params()
-        run = RunPaths(tmp_path_factory.mktemp("churn_demo") / "run")
-        prepare(params, input_sources(params, progress=lambda _: None), run)
-    prep = run.prepared
+    prep = prepared_demo["prepared"]
     paths = {n: prep / f"{n}.parquet" for n in ("transactions", "feedback", "events")}
     con = duckdb.connect()
     first, last = ch.data_span(con, paths["transactions"])

@@ -10,11 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from crm_helpers.config import load_params
-from crm_helpers.data import prepare
 from crm_helpers.models import forecast as fc
-from crm_helpers.paths import RunPaths
-from crm_helpers.report.runner import input_sources
 
 Z80, Z95 = 1.2815515655446004, 1.959963984540054
 
@@ -303,16 +299,11 @@ def test_plot_helpers_draw_on_the_given_axes_and_return_them():
 
 # ------------------------------------------------------------------------------ the demo
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
+def demo(prepared_demo):
     """The default demo (2023-01-01 .. 2024-12-31), prepared; its weekly and daily series."""
     started = time.perf_counter()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CRM_PSEUDONYM_KEY", "test-key")
-        params = load_params()
-        run = RunPaths(tmp_path_factory.mktemp("forecast_demo") / "run")
-        prepare(params, input_sources(params, progress=lambda _: None), run)
     con = duckdb.connect()
-    path = run.prepared / "transactions.parquet"
+    path = prepared_demo["prepared"] / "transactions.parquet"
     return {
         "path": path,
         "weekly": fc.series(con, path, "W"),
@@ -382,3 +373,34 @@ def test_demo_chosen_model_beats_seasonal_naive(demo):
     assert (out[cols].diff(axis=1).iloc[:, 1:] > 0).all().all()
     elapsed = time.perf_counter() - demo["started"]
     assert elapsed < 60, f"the demo tests took {elapsed:.0f} s"
+
+
+class _Flaky(fc.Naive):
+    """A naive forecast whose pinned copy fails on the later origins (or always, with ``always``)."""
+
+    def __init__(self, pinned_fails_after: int = 0, always: bool = False):
+        self.pinned_fails_after = pinned_fails_after
+        self.always = always
+
+    def fit(self, y):
+        if self.always or (self.pinned_fails_after and len(y) > self.pinned_fails_after):
+            raise RuntimeError("did not converge")
+        return super().fit(y)
+
+    def pinned(self):
+        return _Flaky(pinned_fails_after=self.pinned_fails_after or 1, always=self.always)
+
+
+def test_backtest_survives_a_pinned_spec_failing_and_leaves_out_a_model_that_always_fails():
+    y = pd.Series(
+        np.arange(40, dtype=float), index=pd.date_range("2024-01-01", periods=40, freq="W-MON")
+    )
+    models = {"flaky": _Flaky(), "broken": _Flaky(always=True), fc.NAIVE: fc.Naive()}
+    table = fc.backtest(y, models, origins=4, horizon=3, reselect=False)
+    t = table.set_index("model")
+    # the pinned copy fails on every later origin: the fresh search (a plain fit) stands in
+    assert t.loc["flaky", "origins"] == 4 and t.loc["flaky", "mase"] == t.loc[fc.NAIVE, "mase"]
+    assert "broken" not in t.index
+    assert table.attrs["failed"]["broken"].startswith("broken failed at the origin")
+    with pytest.raises(RuntimeError, match="every model failed"):
+        fc.backtest(y, {"broken": _Flaky(always=True)}, origins=2, horizon=2)

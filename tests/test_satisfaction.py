@@ -11,11 +11,8 @@ import pandas as pd
 import pytest
 
 from crm_helpers.config import load_params
-from crm_helpers.data import prepare
 from crm_helpers.errors import DataError
 from crm_helpers.models import satisfaction as sa
-from crm_helpers.paths import RunPaths
-from crm_helpers.report.runner import input_sources
 
 CSAT = sa.Scale.csat()
 NPS = sa.Scale.nps()
@@ -454,21 +451,16 @@ def test_plots_draw_on_the_given_axes(planted):
 
 # ------------------------------------------------------------------------------ the demo
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
+def demo(prepared_demo):
     """The default demo (5,000 customers), prepared, and its planted truth."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CRM_PSEUDONYM_KEY", "test-key")
-        params = load_params()
-        sources = input_sources(params, progress=lambda _: None)
-        run = RunPaths(tmp_path_factory.mktemp("satisfaction_demo") / "run")
-        prepare(params, sources, run)
-    truth = json.loads((sources["feedback"].path.parent / "ground_truth.json").read_text())
-    feedback = pd.read_parquet(run.prepared / "feedback.parquet")
+    prepared = prepared_demo["prepared"]
+    truth = json.loads((prepared_demo["source"] / "ground_truth.json").read_text())
+    feedback = pd.read_parquet(prepared / "feedback.parquet")
     return {
         "feedback": feedback,
-        "transactions": run.prepared / "transactions.parquet",
+        "transactions": prepared / "transactions.parquet",
         "truth": truth["satisfaction"],
-        "end": params.data.demo.end_date,
+        "end": load_params().data.demo.end_date,
     }
 
 

@@ -853,13 +853,19 @@ def backtest_forecasts(
             f"leave {n0} for training before the first origin, but {name} needs "
             f"{needs[name]}; need at least {needs[name] + len(y) - n0} periods"
         )
-    parts = []
+    parts, failed = [], {}
     for name, model in models.items():
         current = model
+        mine = []
         for i in range(origins):
             cut = n0 + i * step
             train, test = y.iloc[:cut], y.iloc[cut : cut + h]
-            fitted = clone(current).fit(train)
+            try:
+                fitted = _fit_at_origin(model, current, train)
+            except (RuntimeError, ValueError, np.linalg.LinAlgError) as err:
+                failed[name] = f"{name} failed at the origin {test.index[0].date()}: {err}"
+                mine = []
+                break
             if i == 0 and not reselect:
                 current = fitted.pinned()
             fc = fitted.predict(h)
@@ -871,8 +877,28 @@ def backtest_forecasts(
             part.insert(3, "step", np.arange(1, h + 1))
             part.insert(5, "actual", test.to_numpy())
             part["scale"], part["scaled_by"] = scale, scaled_by
-            parts.append(part)
-    return pd.concat(parts, ignore_index=True)
+            mine.append(part)
+        parts += mine
+    if not parts:
+        raise RuntimeError("every model failed in the backtest: " + "; ".join(failed.values()))
+    out = pd.concat(parts, ignore_index=True)
+    out.attrs["failed"] = failed
+    return out
+
+
+def _fit_at_origin(model: BaseEstimator, current: BaseEstimator, train: pd.Series) -> Any:
+    """Fit ``current`` (a pinned specification or the full search) on one origin's training part.
+
+    A pinned specification that fails to converge on a later origin falls back to the full
+    search there (what the final forecast would run), so one awkward window does not end the
+    model's backtest.
+    """
+    try:
+        return clone(current).fit(train)
+    except (RuntimeError, ValueError, np.linalg.LinAlgError):
+        if current is model:
+            raise
+        return clone(model).fit(train)
 
 
 def score(forecasts: pd.DataFrame) -> pd.DataFrame:
@@ -881,7 +907,8 @@ def score(forecasts: pd.DataFrame) -> pd.DataFrame:
     Columns ``model``, ``spec`` (the distinct specifications fitted, joined by "; "), ``mase``,
     ``mape`` (%), ``mae``, ``rmse``, ``coverage_80`` and ``coverage_95`` (share of actuals inside
     the intervals), ``zero_actuals`` (ignored by MAPE), ``origins``, ``horizon``, ``scaled_by``
-    and ``rank`` (1 = lowest MASE; ties keep the input order).
+    and ``rank`` (1 = lowest MASE; ties keep the input order). ``table.attrs["failed"]`` maps a
+    model left out (it failed at an origin even after a fresh search there) to the reason.
     """
     f = forecasts
     err = (f["actual"] - f["mean"]).abs()
@@ -912,6 +939,7 @@ def score(forecasts: pd.DataFrame) -> pd.DataFrame:
     ).reset_index()
     table = table.sort_values("mase", kind="stable", na_position="last").reset_index(drop=True)
     table["rank"] = np.arange(1, len(table) + 1)
+    table.attrs["failed"] = dict(forecasts.attrs.get("failed", {}))
     return table
 
 

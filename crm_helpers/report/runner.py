@@ -162,6 +162,12 @@ def write_planted_truth(demo_dir: Path, run: RunPaths, key: str) -> None:
         "gamma_gamma": truth["gamma_gamma"]["params"],
         "product_pairs": truth["product_pairs"]["pairs"],
         "churn_drivers": [d["name"] for d in truth["churn"]["drivers"]],
+        "satisfaction": {k: truth["satisfaction"]["model"][k] for k in ("type", "channel")},
+        "seasonality": {
+            "weekday_factors": truth["seasonality"]["weekday_factors"],
+            "yearly": truth["seasonality"]["yearly"],
+            "trend": truth["seasonality"]["trend"]["activity_trend"],
+        },
     }
     (run.prepared / "planted_truth.json").write_text(json.dumps(planted, indent=1, sort_keys=True))
 

@@ -252,7 +252,12 @@ def _churn_section(c: dict[str, Any]) -> str:
         f"{base['roc_auc']:.3f}, {c['top_decile_churners']:,} vs "
         f"{c['baseline_top_decile_churners']:,} churners in the top decile. Expected value at risk "
         f"({c['value_source']}) is {total:,.0f}; the win-back list of {len(c['win_back']):,} "
-        f"customers holds {listed:,.0f}{share}."
+        f"customers holds {listed:,.0f}{share}"
+        + (
+            ", ranked by the recency rule since no model beat it."
+            if c.get("ranked_by") == "Baseline: recency"
+            else "."
+        )
     )
 
 
@@ -270,8 +275,8 @@ def _forecast_section(f: dict[str, Any]) -> str:
             f"{v['chosen']}, which beat {v['baseline'].lower()} in the backtest (MASE "
             f"{v['mase']:.2f} vs {v['baseline_mase']:.2f})"
             if v["beats_baseline"]
-            else f"{v['chosen'].lower()}, as no model beat it in the backtest (MASE "
-            f"{v['baseline_mase']:.2f}): a reference line"
+            else f"{v['chosen'].lower()} (MASE {v['mase']:.2f}; no statistical model beat "
+            f"{v['baseline'].lower()}, MASE {v['baseline_mase']:.2f}): a reference line"
         )
         if name == "revenue":
             parts.append(f"{label} over the next {h} {units}: {total:,.0f}, from {how}.")
@@ -291,7 +296,7 @@ def _satisfaction_section(s: dict[str, Any]) -> str:
     low = [
         f"{d['factor']} {d['level']}"
         for d in (s.get("drivers") or [])
-        if d["p_value"] < 0.05 and d["coef"] < 0
+        if d.get("p_value") is not None and d["p_value"] < 0.05 and d["coef"] < 0
     ]
     if low:
         head += f" Significantly lower scores: {', '.join(low)}."

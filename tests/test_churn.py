@@ -665,3 +665,36 @@ def test_planted_driver_ranks_take_each_drivers_best_feature():
     ]
     # a driver none of whose features the model used has no rank
     assert got.iloc[2]["driver"] == "web_channel" and got.iloc[2][["feature", "rank"]].isna().all()
+
+
+def test_complaint_type_window_and_latest_score_reach_the_features(tmp_path):
+    """A client's own complaint label, a 180-day window and two scores at the same moment."""
+    fb = _feedback_rows()
+    fb["type"] = fb["type"].replace({"complaint": "Beschwerde"})
+    tie = pd.DataFrame(  # same moment as C's 2: the latest score is the lower one
+        {"customer_key": ["C"], "date": [pd.Timestamp("2024-03-31 23:00")], "score": [5.0],
+         "type": ["review"]}
+    )  # fmt: skip
+    paths = _write(
+        tmp_path / "t", _tx_rows(), pd.concat([fb, tie], ignore_index=True), _events_rows()
+    )
+    con = duckdb.connect()
+    src = ch.inspect_sources(
+        con,
+        paths["transactions"],
+        as_of=CUT,
+        feedback=paths["feedback"],
+        complaint_type="Beschwerde",
+    )
+    assert src.has_complaints and src.complaint_type == "Beschwerde"
+    f = ch.snapshot(con, src, CUT, horizon_days=180).set_index("customer_key")
+    assert f.loc["C", "complaints_recent"] == 1 and f.loc["C", "complaint_share"] == pytest.approx(
+        1 / 3
+    )
+    assert f.loc["C", "last_score"] == 2.0
+    # scoring "now" (no label) with the same window as the labelled cutoffs gives the same features
+    now = ch.snapshot(con, src, CUT, horizon_days=None, period_days=180).set_index("customer_key")
+    cols = ch.feature_columns(now)
+    pd.testing.assert_frame_equal(now[cols], f[cols])
+    # A's 01-20 return is inside the 180-day window (not the 30-day one)
+    assert f.loc["A", "returns_recent"] == 2

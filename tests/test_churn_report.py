@@ -41,7 +41,7 @@ def _check_contract(result, c: dict) -> pd.DataFrame:
         assert metrics[col].notna().all(), col
     caught = metrics.loc[c["scoring_model"], "top_decile_churners"]
     base = metrics.loc["Baseline: recency", "top_decile_churners"]
-    assert c["beats_baseline"] == bool(caught >= 1.1 * base)
+    assert c["beats_baseline"] == bool(caught * 10 >= base * 11)  # at least 10 % more, in integers
     table = pd.read_parquet(result.run_dir / "artifacts" / "churn.parquet")
     assert len(table) == c["scored_customers"] and table["customer_key"].is_unique
     assert table["customer_key"].str.fullmatch(r"c_[0-9a-f]{16}").all()  # pseudonymised

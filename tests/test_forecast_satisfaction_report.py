@@ -92,7 +92,7 @@ def test_demo_satisfaction_matches_the_feedback_and_finds_the_planted_drivers(de
     # a small group keeps its counts but not its scores
     seg = pd.DataFrame(s["by_group"]["segment"])
     small = seg[seg["customers"] < 5]
-    assert small["suppressed"].all() and small["mean_score"].isna().all()
+    assert len(small) and small["suppressed"].all() and small["mean_score"].isna().all()
     summary = _outputs(demo, "99-summary.ipynb")
     assert "**Sales forecast.**" in summary and "**Satisfaction.** CSAT" in summary
 
@@ -115,3 +115,28 @@ def test_without_feedback_or_history_both_chapters_say_what_they_need(tmp_path, 
     assert "The sales forecast is not available for this data" in _outputs(
         result, "07-forecast.ipynb"
     )
+
+
+def test_online_retail_backtest_is_reported_whichever_model_wins(tmp_path, monkeypatch):
+    """A year of real sales: no yearly season can be measured (52 weeks), so seasonal naive is
+    left out and MASE is scaled by the naive forecast; the table and the verdict say so."""
+    monkeypatch.setenv("CRM_PSEUDONYM_KEY", "test-key")
+    params = write(
+        tmp_path / "or.yml",
+        f"extends: {PARAMS_DIR / 'online_retail.yml'}\nrun:\n  chapters: [forecast, satisfaction]\n"
+        "report:\n  renderer: pandoc\n  formats: [html]\n  version: or1\n",
+    )
+    result = _run(params)
+    f = _art(result, "forecast")
+    assert f["status"] == "ok" and f["periods"] == 52
+    metrics = pd.DataFrame(f["metrics"])
+    rev = metrics[metrics["series"] == "revenue"].set_index("model")
+    assert "Seasonal naive" not in rev.index and {"Naive", "ETS", "SARIMAX"} <= set(rev.index)
+    assert rev["scaled_by"].str.startswith("naive").all() and rev["mase"].notna().all()
+    chosen = f["chosen"]["revenue"]
+    assert chosen["chosen"] == rev["mase"].idxmin() and chosen["baseline"] == "Naive"
+    text = _outputs(result, "07-forecast.ipynb")
+    assert "ETS without season" in text and "SARIMAX" in text
+    verdict = "forecast best" if chosen["beats_baseline"] else "no model beat naive"
+    assert verdict in text
+    assert _art(result, "satisfaction")["status"] == "not_available"  # no feedback table

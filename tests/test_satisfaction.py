@@ -534,3 +534,11 @@ def test_demo_customers_who_lapse_scored_lower(demo):
     t = sa.churn_by_band(demo["feedback"], lapsed, CSAT).set_index("band")
     assert t.loc["low", "churn_rate"] > t.loc["high", "churn_rate"] + 0.15
     assert t["customers"].sum() == len(lapsed) and not t["suppressed"].any()
+
+
+def test_auto_scale_refuses_a_few_stray_scores_instead_of_reading_nps():
+    """One '0 = no answer' in a CSAT export must not turn the survey into an NPS of about -100."""
+    with pytest.raises(sa.ScoreScaleError, match=r"1 of 101 scores \(1\.0%\) lie outside the CSAT"):
+        sa.resolve_scale([4] * 100 + [0])
+    assert sa.resolve_scale([4] * 90 + [9] * 10).kind == "nps"  # 10 % outside: an NPS survey
+    assert sa.resolve_scale([4] * 100 + [0], "csat", csat_range=(0, 5)).kind == "csat"

@@ -189,6 +189,7 @@ class Sources:
     channels: tuple[str, ...] = ()
     has_category: bool = False
     has_complaints: bool = False
+    complaint_type: str = "complaint"
 
 
 def _columns(con: Any, path: str | Path) -> set[str]:
@@ -249,6 +250,7 @@ def inspect_sources(
         channels=channels,
         has_category="category" in tx_cols,
         has_complaints=has_complaints,
+        complaint_type=complaint_type,
     )
 
 
@@ -371,7 +373,7 @@ def features_sql(
             f"""fb AS (
         SELECT customer_key, count(score) AS feedback_count,
             CAST(sum(CAST(score AS DECIMAL(38, 6))) AS DOUBLE) / count(score) AS mean_score,
-            CAST(arg_max(score, (date, score)) AS DOUBLE) AS last_score{complaint}
+            CAST(arg_max(score, (date, -score)) AS DOUBLE) AS last_score{complaint}
         FROM read_parquet({_lit(src.feedback)})
         WHERE customer_key IS NOT NULL AND score IS NOT NULL AND CAST(date AS DATE) <= {c}
         GROUP BY ALL
@@ -442,7 +444,12 @@ def snapshot(
     period = period_days or horizon_days or 90
     frame = con.execute(
         features_sql(
-            src, cutoff, period_days=period, active_days=active_days, lookback_days=lookback_days
+            src,
+            cutoff,
+            period_days=period,
+            active_days=active_days,
+            lookback_days=lookback_days,
+            complaint_type=src.complaint_type,
         )
     ).df()
     if horizon_days is not None:

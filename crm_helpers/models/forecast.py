@@ -862,6 +862,7 @@ def backtest_forecasts(
             train, test = y.iloc[:cut], y.iloc[cut : cut + h]
             try:
                 fitted = _fit_at_origin(model, current, train)
+                scale, scaled_by = mase_scale(train, m)
             except (RuntimeError, ValueError, np.linalg.LinAlgError) as err:
                 failed[name] = f"{name} failed at the origin {test.index[0].date()}: {err}"
                 mine = []
@@ -869,7 +870,6 @@ def backtest_forecasts(
             if i == 0 and not reselect:
                 current = fitted.pinned()
             fc = fitted.predict(h)
-            scale, scaled_by = mase_scale(train, m)
             part = fc.reset_index(names="period_start")
             part.insert(0, "model", name)
             part.insert(1, "spec", fitted.spec_)

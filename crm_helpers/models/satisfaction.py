@@ -143,6 +143,10 @@ CSAT_1_5 = Scale.csat()
 NPS_0_10 = Scale.nps()
 
 
+#: ``scale: auto`` reads a score column as NPS when at least this share lies outside CSAT.
+AUTO_NPS_SHARE = 0.05
+
+
 def resolve_scale(
     scores: Any,
     scale: Literal["auto", "csat", "nps"] = "auto",
@@ -157,8 +161,10 @@ def resolve_scale(
     scores
         The scores (NaN ignored).
     scale
-        ``csat``, ``nps`` or ``auto``: NPS 0-10 when any score lies outside ``csat_range`` (above
-        5 or 0 on the default 1-5), else CSAT.
+        ``csat``, ``nps`` or ``auto``: NPS 0-10 when at least :data:`AUTO_NPS_SHARE` of the
+        scores lie outside ``csat_range`` (above 5 or 0 on the default 1-5), CSAT when none do;
+        a few stray scores outside (a "0 = no answer" export, a typo) are refused with a
+        :class:`ScoreScaleError` rather than turning a CSAT survey into an NPS of about -100.
     csat_range, satisfied_min
         The CSAT scale and its first satisfied score.
 
@@ -172,8 +178,16 @@ def resolve_scale(
     s = _finite(scores)
     kind = scale
     if kind == "auto":
-        outside = len(s) and (s.min() < csat_range[0] or s.max() > csat_range[1])
-        kind = "nps" if outside else "csat"
+        outside = (s < csat_range[0]) | (s > csat_range[1])
+        share = float(outside.mean()) if len(s) else 0.0
+        if 0 < share < AUTO_NPS_SHARE:
+            raise ScoreScaleError(
+                f"{int(outside.sum())} of {len(s)} scores ({share:.1%}) lie outside the CSAT "
+                f"scale {csat_range[0]}-{csat_range[1]}, e.g. {_num(s[outside][0])}: too few "
+                f"for an NPS survey (at least {AUTO_NPS_SHARE:.0%}), too many to ignore; name "
+                "the chapter's scale (csat or nps) or clean those scores"
+            )
+        kind = "nps" if share else "csat"
     out = Scale.nps() if kind == "nps" else Scale.csat(*csat_range, satisfied_min=satisfied_min)
     check_scores(s, out)
     return out

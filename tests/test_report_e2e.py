@@ -220,9 +220,9 @@ def test_failing_chapter_does_not_stop_the_run_or_move_latest(first_run, reports
     broken = nbformat.read(registry.CHAPTERS[0].notebook, as_version=4)
     broken.cells = [broken.cells[0], broken.cells[1],
                     nbformat.v4.new_code_cell("raise RuntimeError('planted failure')")]
-    broken.cells[0].source = "# Sales forecast"
-    nbformat.write(broken, nbdir / "07-forecast.ipynb")
-    failing = registry.Chapter("07", "forecast", "Sales forecast")
+    broken.cells[0].source = "# A broken chapter"
+    nbformat.write(broken, nbdir / "50-broken.ipynb")
+    failing = registry.Chapter("50", "broken", "A broken chapter")  # no params block of its own
     monkeypatch.setattr(registry, "NOTEBOOKS_DIR", nbdir)
     chapters = (registry.CHAPTERS[0], failing, registry.CHAPTERS[-1])
     monkeypatch.setattr(registry, "CHAPTERS", chapters)
@@ -236,8 +236,8 @@ def test_failing_chapter_does_not_stop_the_run_or_move_latest(first_run, reports
     run_dir = reports / "e2e" / "broken"
     m = json.loads((run_dir / "manifest.json").read_text())
     status = {c["slug"]: c for c in m["chapters"]}
-    assert status["forecast"]["status"] == "failed"
-    assert "planted failure" in status["forecast"]["error"]
+    assert status["broken"]["status"] == "failed"
+    assert "planted failure" in status["broken"]["error"]
     assert status["data_quality"]["status"] == "ok" and status["summary"]["status"] == "ok"
     assert m["status"] == "failed"
     assert (reports / "e2e" / "latest").resolve() == before

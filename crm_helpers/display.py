@@ -14,6 +14,8 @@ from typing import Any
 import pandas as pd
 from IPython.display import Markdown
 
+from . import privacy
+
 
 def fmt_num(value: Any, digits: int = 0) -> str:
     """A number with thousands separators (``12,345``; ``12.3`` with ``digits=1``)."""
@@ -36,8 +38,17 @@ def table(
     index: bool = False,
     floatfmt: str | Sequence[str] = ",.2f",
     max_rows: int = 30,
+    counts: Sequence[str] | None = None,
+    cells: bool = False,
 ) -> Markdown:
-    """A data frame as a Markdown pipe table (at most ``max_rows`` rows, noted when cut)."""
+    """A data frame as a Markdown pipe table (at most ``max_rows`` rows, noted when cut).
+
+    Small groups are suppressed first (:func:`crm_helpers.privacy.suppress`): counts of customers
+    below ``privacy.min_group_size`` show as ``< k`` and the rest of their row is blanked.
+    ``counts`` names the columns counting customers when they are not among
+    :data:`crm_helpers.privacy.COUNT_COLUMNS`; ``cells=True`` marks a cross-tabulation of counts.
+    """
+    df, hidden = privacy.suppress(df, counts=counts, cells=cells)
     shown = df.head(max_rows)
     shown = shown.astype(object).where(shown.notna(), None)  # tabulate shows None as missingval
     text = shown.to_markdown(index=index, floatfmt=floatfmt, intfmt=",", missingval="–")
@@ -45,6 +56,12 @@ def table(
         text += f"\n\n: {caption}"
     if len(df) > max_rows:
         text += f"\n\n*First {max_rows} of {len(df):,} rows.*"
+    if hidden:
+        k = privacy.min_group_size()
+        text += (
+            f"\n\n*Groups of fewer than {k} customers are suppressed (`< {k}`; their other "
+            "figures blank) to protect privacy.*"
+        )
     return Markdown(text)
 
 

@@ -12,6 +12,8 @@ from typing import Any
 
 import pandas as pd
 
+from . import privacy
+
 REASON_TEXT: dict[str, str] = {
     "exact_duplicate": "the whole line repeats an earlier line (first copy kept)",
     "missing_customer_id": "no customer id: cannot be linked to a customer",
@@ -66,7 +68,11 @@ def is_basket_only(run_dir: str | Path) -> bool:
 
 
 def load_prepared(run_dir: str | Path) -> Prepared:
-    """Read ``prepared/*.parquet`` and ``prepared/prepare.json`` of a run."""
+    """Read ``prepared/*.parquet`` and ``prepared/prepare.json`` of a run.
+
+    Also puts the run's ``privacy.min_group_size`` in force for the tables the chapter shows.
+    """
+    privacy.configure(run_dir)
     folder = Path(run_dir) / "prepared"
     return Prepared(
         run_dir=Path(run_dir),

@@ -13,12 +13,17 @@ from typing import Any
 
 import pandas as pd
 
-from . import artifacts
+from . import artifacts, privacy
 from .display import fmt_num, fmt_pct
+from .display import table as md_table
 
 
 def load_all(run_dir: str | Path) -> dict[str, dict[str, Any]]:
-    """Every chapter artifact present in the run, by slug (the summary's only input)."""
+    """Every chapter artifact present in the run, by slug (the summary's only input).
+
+    Also puts the run's ``privacy.min_group_size`` in force for the summary's tables.
+    """
+    privacy.configure(run_dir)
     out = {}
     for slug in artifacts.SLUGS:
         data = artifacts.load(run_dir, slug)
@@ -136,9 +141,16 @@ def _profile_section(p: dict[str, Any]) -> str:
 
 def _segmentation_section(s: dict[str, Any]) -> str:
     segs = sorted(s["segments"].items(), key=lambda kv: -kv[1]["revenue_share"])
-    rows = "\n".join(
-        f"| {name} | {v['customers']:,} | {fmt_pct(v['revenue_share'])} | {v['action']} |"
-        for name, v in segs
+    shown = pd.DataFrame(
+        [
+            {
+                "segment": name,
+                "customers": v["customers"],
+                "% revenue": 100 * v["revenue_share"],
+                "recommended action": v["action"],
+            }
+            for name, v in segs
+        ]
     )
     check = (
         f" Against the demo's planted segments the clusters score an adjusted Rand index of "
@@ -148,8 +160,7 @@ def _segmentation_section(s: dict[str, Any]) -> str:
     )
     return (
         f"{s['customers']:,} buying customers in {len(segs)} RFM segments; the data form "
-        f"{s['k']} {s['method']} clusters.{check}\n\n"
-        "| segment | customers | % revenue | recommended action |\n|---|--:|--:|---|\n" + rows
+        f"{s['k']} {s['method']} clusters.{check}\n\n" + md_table(shown, floatfmt=",.1f").data
     )
 
 

@@ -512,7 +512,9 @@ def test_plot_helpers_draw_on_the_given_axes_and_return_them():
     y = np.array([0, 1, 0, 1, 1, 0, 0, 1, 0, 0])
     probs = {"a": np.linspace(0, 1, 10), "b": np.linspace(1, 0, 10)}
     fig, axes = plt.subplots(1, 5)
-    curves = ch.km_curves(pd.DataFrame({"duration_days": [0, 5, 9], "churned": [1, 0, 1]}))
+    curves = ch.km_curves(
+        pd.DataFrame({"duration_days": [0, 5, 9, 12, 20, 31], "churned": [1, 0, 1, 1, 0, 1]})
+    )
     imp = pd.DataFrame({"description": ["x"], "importance": [0.1], "std": [0.01]})
     drawn = [
         ch.plot_roc(y, probs, ax=axes[0]),
@@ -523,6 +525,20 @@ def test_plot_helpers_draw_on_the_given_axes_and_return_them():
     ]
     assert drawn == list(axes) and all(ax.has_data() for ax in axes)
     plt.close(fig)
+
+
+def test_survival_plot_leaves_out_groups_under_the_minimum_size():
+    import matplotlib.pyplot as plt
+
+    from crm_helpers import privacy
+
+    privacy.set_min_group_size(5)
+    small = ch.km_curves(pd.DataFrame({"duration_days": [0, 5, 9], "churned": [1, 0, 1]}))
+    fig, ax = plt.subplots()
+    ch.plot_survival(small, ax=ax)
+    assert not ax.has_data()  # three customers: not drawn
+    plt.close(fig)
+    privacy._state["k"] = None
 
 
 # ------------------------------------------------------------------------------ the demo

@@ -34,7 +34,10 @@ report:
 
 
 def _params_file(tmp: Path, version: str, extra: str = "") -> Path:
-    return write(tmp / f"{version}.yml", SMALL + f"report:\n  renderer: pandoc\n  version: {version}\n" + extra)
+    return write(
+        tmp / f"{version}.yml",
+        SMALL + f"report:\n  renderer: pandoc\n  version: {version}\n" + extra,
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -74,7 +77,9 @@ def _outputs(nb, version: str, run_dir: Path) -> str:
             for mime, value in out.get("data", {}).items():
                 if mime.startswith("text/"):
                     text = "".join(value) if isinstance(value, list) else value
-                    out["data"][mime] = text.replace(str(run_dir), "RUN").replace(version, "VERSION")
+                    out["data"][mime] = text.replace(str(run_dir), "RUN").replace(
+                        version, "VERSION"
+                    )
             outs.append(out)
     return json.dumps(outs, sort_keys=True)
 
@@ -132,13 +137,27 @@ def test_executed_notebooks_have_no_error_outputs(first_run):
 
 def test_manifest_is_complete_and_reconciliation_balances(first_run):
     m = json.loads((first_run.run_dir / "manifest.json").read_text())
-    for key in ("client", "version", "params", "params_sha256", "inputs", "packages", "git",
-                "chapters", "reconciliation", "timings", "renderer", "period"):
+    for key in (
+        "client",
+        "version",
+        "params",
+        "params_sha256",
+        "inputs",
+        "packages",
+        "git",
+        "chapters",
+        "reconciliation",
+        "timings",
+        "renderer",
+        "period",
+    ):
         assert m.get(key) is not None, key
     assert m["status"] == "complete" and m["renderer"] == "pandoc"
     assert {"revision", "dirty"} <= set(m["git"])
     assert [c["slug"] for c in m["chapters"]] == [c.slug for c in registry.CHAPTERS]
-    assert all(c["status"] == "ok" and c["seconds"] > 0 and c["error"] is None for c in m["chapters"])
+    assert all(
+        c["status"] == "ok" and c["seconds"] > 0 and c["error"] is None for c in m["chapters"]
+    )
     for table, d in m["inputs"].items():
         assert re.fullmatch(r"[0-9a-f]{64}", d["sha256"]) and d["rows"] > 0, table
     for table, r in m["reconciliation"].items():
@@ -152,17 +171,26 @@ def test_reconciliation_matches_the_planted_dirt_exactly(first_run):
     expected = truth["dirt"]["expected_quarantine"]["transactions"]
     assert m["reconciliation"]["transactions"]["quarantined"] == expected
     assert m["reconciliation"]["transactions"]["input"] == truth["counts"]["n_lines"]
-    assert m["reconciliation"]["transactions"]["kept"] == truth["counts"]["n_lines"] - sum(expected.values())
+    assert m["reconciliation"]["transactions"]["kept"] == truth["counts"]["n_lines"] - sum(
+        expected.values()
+    )
 
 
 def test_identity_resolution_recovers_the_planted_duplicates(first_run):
     truth = _truth(_params_file(first_run.run_dir.parent, "check2"))
     from crm_helpers.data import DEMO_KEY
 
-    planted = {frozenset((pseudonymise(p["canonical_id"], DEMO_KEY), pseudonymise(p["duplicate_id"], DEMO_KEY)))
-               for p in truth["identity"]["pairs"]}
+    planted = {
+        frozenset(
+            (pseudonymise(p["canonical_id"], DEMO_KEY), pseudonymise(p["duplicate_id"], DEMO_KEY))
+        )
+        for p in truth["identity"]["pairs"]
+    }
     merges = pd.read_parquet(first_run.run_dir / "prepared" / "identity_merges.parquet")
-    found = {frozenset((m, c)) for m, c in zip(merges["merged_key"], merges["canonical_key"], strict=True)}
+    found = {
+        frozenset((m, c))
+        for m, c in zip(merges["merged_key"], merges["canonical_key"], strict=True)
+    }
     assert planted, "the demo plants duplicates"
     precision = len(found & planted) / len(found)
     recall = len(found & planted) / len(planted)
@@ -180,6 +208,66 @@ def test_planted_pii_sentinels_appear_in_no_file_of_the_run(first_run):
         text = _text_of(path)
         for s in sentinels:
             assert s not in text, f"{s!r} found in {path.relative_to(first_run.run_dir)}"
+
+
+def _html_tables(html: str) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(caption, headers, rows of cell texts) of every table in the HTML report."""
+    import html as H
+
+    def text(fragment: str) -> str:
+        return H.unescape(re.sub(r"<.*?>", "", fragment)).strip()
+
+    out = []
+    for tb in re.findall(r"<table.*?</table>", html, flags=re.S):
+        cap = re.search(r"<caption>(.*?)</caption>", tb, flags=re.S)
+        heads = [text(h) for h in re.findall(r"<th[^>]*>(.*?)</th>", tb, flags=re.S)]
+        rows = [
+            [text(c) for c in re.findall(r"<td[^>]*>(.*?)</td>", r, flags=re.S)]
+            for r in re.findall(r"<tr[^>]*>(.*?)</tr>", tb, flags=re.S)
+        ]
+        out.append((text(cap.group(1)) if cap else "", heads, [r for r in rows if r]))
+    return out
+
+
+def test_no_table_cell_shows_fewer_than_k_customers(first_run):
+    from crm_helpers.privacy import COUNT_COLUMNS
+
+    k = load_params(_params_file(first_run.run_dir.parent, "check5")).privacy.min_group_size
+    html = (first_run.run_dir / "report.html").read_text()
+    checked = suppressed = 0
+    for caption, heads, rows in _html_tables(html):
+        crosstab = caption.startswith("Customers by RFM segment")
+        for j, head in enumerate(heads):
+            if not (crosstab and j > 0) and head.lower() not in COUNT_COLUMNS:
+                continue
+            for row in rows:
+                cell = row[j]
+                if cell == f"< {k}":
+                    suppressed += 1
+                    continue
+                if re.fullmatch(r"[\d,]+", cell):
+                    checked += 1
+                    n = int(cell.replace(",", ""))
+                    assert n == 0 or n >= k, f"{caption or heads}: {head} = {n}"
+    # the 400-customer demo has small segments, merges and tags: suppression must have happened
+    assert checked > 50 and suppressed >= 5
+    assert f"fewer than {k} customers are suppressed" in html
+
+
+def test_customer_level_rows_in_the_report_are_pseudonymised(first_run):
+    html = (first_run.run_dir / "report.html").read_text()
+    ids = 0
+    for caption, heads, rows in _html_tables(html):
+        for j, head in enumerate(heads):
+            if head in ("customer_key", "merged_key", "canonical_key") or "pseudonymi" in head:
+                for row in rows:
+                    if row[j] == "–":  # a quarantined line without a customer id
+                        continue
+                    assert re.fullmatch(r"c_[0-9a-f]{16}", row[j]), (caption, head, row[j])
+                    ids += 1
+    assert ids >= 20  # win-back, example lists, anomalies, merges
+    raw = re.findall(r"C\d{6}", html)  # the demo's raw customer id format
+    assert not raw, raw[:5]
 
 
 def test_summary_numbers_equal_the_chapters(first_run):
@@ -201,9 +289,13 @@ def test_second_run_gives_identical_artifacts_and_notebook_outputs(first_run, re
         if path.suffix == ".json":
             assert path.read_text() == (b / "artifacts" / path.name).read_text(), path.name
         elif path.suffix == ".parquet":
-            pd.testing.assert_frame_equal(pd.read_parquet(path), pd.read_parquet(b / "artifacts" / path.name))
+            pd.testing.assert_frame_equal(
+                pd.read_parquet(path), pd.read_parquet(b / "artifacts" / path.name)
+            )
     for path in sorted((a / "prepared").glob("*.parquet")):
-        pd.testing.assert_frame_equal(pd.read_parquet(path), pd.read_parquet(b / "prepared" / path.name))
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(path), pd.read_parquet(b / "prepared" / path.name)
+        )
     for ch in registry.CHAPTERS:
         na = nbformat.read(a / "notebooks" / ch.filename, as_version=4)
         nb = nbformat.read(b / "notebooks" / ch.filename, as_version=4)
@@ -212,14 +304,19 @@ def test_second_run_gives_identical_artifacts_and_notebook_outputs(first_run, re
         assert text_a == text_b, ch.slug
 
 
-def test_failing_chapter_does_not_stop_the_run_or_move_latest(first_run, reports, tmp_path, monkeypatch):
+def test_failing_chapter_does_not_stop_the_run_or_move_latest(
+    first_run, reports, tmp_path, monkeypatch
+):
     nbdir = tmp_path / "notebooks"
     nbdir.mkdir()
     for ch in registry.CHAPTERS:
         shutil.copy(ch.notebook, nbdir / ch.filename)
     broken = nbformat.read(registry.CHAPTERS[0].notebook, as_version=4)
-    broken.cells = [broken.cells[0], broken.cells[1],
-                    nbformat.v4.new_code_cell("raise RuntimeError('planted failure')")]
+    broken.cells = [
+        broken.cells[0],
+        broken.cells[1],
+        nbformat.v4.new_code_cell("raise RuntimeError('planted failure')"),
+    ]
     broken.cells[0].source = "# A broken chapter"
     nbformat.write(broken, nbdir / "50-broken.ipynb")
     failing = registry.Chapter("50", "broken", "A broken chapter")  # no params block of its own
@@ -230,7 +327,9 @@ def test_failing_chapter_does_not_stop_the_run_or_move_latest(first_run, reports
 
     from crm_helpers import cli
 
-    code = cli.main(["run", "--params", str(_params_file(tmp_path, "broken")), "--reports-dir", str(reports)])
+    code = cli.main(
+        ["run", "--params", str(_params_file(tmp_path, "broken")), "--reports-dir", str(reports)]
+    )
 
     assert code == 1  # the command exits non-zero
     run_dir = reports / "e2e" / "broken"
@@ -249,19 +348,27 @@ def test_failing_chapter_does_not_stop_the_run_or_move_latest(first_run, reports
 def test_parameter_cells_are_tagged_remove_cell_for_quarto(first_run):
     for ch in registry.CHAPTERS:
         nb = nbformat.read(first_run.run_dir / "notebooks" / ch.filename, as_version=4)
-        tagged = [c for c in nb.cells if {"parameters", "injected-parameters"} & set(c.metadata.get("tags", []))]
+        tagged = [
+            c
+            for c in nb.cells
+            if {"parameters", "injected-parameters"} & set(c.metadata.get("tags", []))
+        ]
         assert len(tagged) == 2 and all("remove-cell" in c.metadata["tags"] for c in tagged)
         assert "start_time" not in json.dumps(nb.metadata)
 
 
 @pytest.mark.quarto
-@pytest.mark.skipif(shutil.which("quarto") is None, reason="quarto is not on PATH (runs where it is)")
+@pytest.mark.skipif(
+    shutil.which("quarto") is None, reason="quarto is not on PATH (runs where it is)"
+)
 def test_quarto_path_renders_the_book(reports, tmp_path, monkeypatch):
     from crm_helpers.paths import PROJECT_ROOT
 
     monkeypatch.setenv("QUARTO_PYTHON", str(PROJECT_ROOT / ".venv" / "bin" / "python"))
     text = SMALL.replace("renderer: pandoc", "renderer: quarto") + "  version: quarto1\n"
-    result = run_report(write(tmp_path / "q.yml", text), reports_dir=reports, progress=lambda _: None)
+    result = run_report(
+        write(tmp_path / "q.yml", text), reports_dir=reports, progress=lambda _: None
+    )
     assert result.ok and result.manifest["renderer"] == "quarto"
     pdf_text = "\n".join(p.extract_text() for p in PdfReader(result.run_dir / "report.pdf").pages)
     for ch in registry.CHAPTERS:

@@ -1599,7 +1599,15 @@ def plot_importance(table: pd.DataFrame, top: int = 12, ax: Axes | None = None) 
 
 
 def plot_survival(curves: pd.DataFrame, ax: Axes | None = None, bands: bool = True) -> Axes:
-    """Kaplan-Meier curves: share of customers still active by days since the first purchase."""
+    """Kaplan-Meier curves: share of customers still active by days since the first purchase.
+
+    Groups of fewer than ``privacy.min_group_size`` customers (``at_risk`` at day 0) are not drawn.
+    """
+    from ..privacy import min_group_size
+
+    if "at_risk" in curves:
+        size = curves.groupby("group")["at_risk"].transform("max")
+        curves = curves.loc[size >= min_group_size()]
     ax = _new_ax(ax)
     for i, (name, g) in enumerate(curves.groupby("group", sort=True)):
         style = _style(i)

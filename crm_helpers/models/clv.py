@@ -685,11 +685,17 @@ def frequency_spend_correlation(frequency, monetary_value) -> float:
 
 # ------------------------------------------------------------------------------------ plots
 def plot_conditional(table: pd.DataFrame, ax: Axes | None = None) -> Axes:
-    """Mean holdout transactions by calibration frequency: actual vs model."""
+    """Mean holdout transactions by calibration frequency: actual vs model.
+
+    Frequencies held by fewer than ``privacy.min_group_size`` customers are not drawn.
+    """
     import matplotlib.pyplot as plt
 
     from ..plots import PALETTE
+    from ..privacy import min_group_size
 
+    if "customers" in table:
+        table = table.loc[table["customers"] >= min_group_size()].reset_index(drop=True)
     ax = ax or plt.subplots(figsize=(7, 3.6))[1]
     pos = np.arange(len(table))
     ax.plot(pos, table["actual"], marker="o", color=PALETTE[0], label="actual")

@@ -533,10 +533,21 @@ def _ax(ax: Axes | None, figsize: tuple[float, float] | None = None) -> Axes:
 
 
 def plot_attributes(distributions: pd.DataFrame, ax: Axes | None = None) -> Axes:
-    """Share of buyers per attribute value, one colour per attribute, as horizontal bars."""
-    from ..plots import PALETTE
+    """Share of buyers per attribute value, one colour per attribute, as horizontal bars.
 
-    d = distributions.reset_index(drop=True)
+    Values held by fewer than ``privacy.min_group_size`` buyers are pooled per attribute
+    (:func:`crm_helpers.privacy.merge_small`).
+    """
+    from ..plots import PALETTE
+    from ..privacy import merge_small
+
+    d = pd.concat(
+        [
+            merge_small(g, "value", "customers", sums=["share"]).assign(attribute=a)
+            for a, g in distributions.groupby("attribute", sort=False)
+        ],
+        ignore_index=True,
+    )
     ax = _ax(ax, (7.5, max(2.5, 0.22 * len(d) + 1)))
     attrs = list(dict.fromkeys(d["attribute"]))
     colour = d["attribute"].map({a: PALETTE[i % len(PALETTE)] for i, a in enumerate(attrs)})
@@ -616,12 +627,18 @@ def plot_retention(
     """
     import seaborn as sns
 
+    from ..privacy import min_group_size
+
+    k = min_group_size()
     cols = [c for c in retention.columns if c != "customers"]
     if months is not None:
         cols = [c for c in cols if c <= months]
     data = 100 * retention[cols].astype(float)
+    small = (retention["customers"] < k).to_numpy()
+    data.loc[small, :] = np.nan  # a cohort of fewer than k customers is not shown (privacy)
     data.index = [
-        f"{c} (n={n:,})" for c, n in zip(retention.index, retention["customers"], strict=True)
+        f"{c} (n < {k})" if n < k else f"{c} (n={n:,})"
+        for c, n in zip(retention.index, retention["customers"], strict=True)
     ]
     later = data.drop(columns=[0], errors="ignore")
     vmax = float(np.nanmax(later.to_numpy())) if later.notna().any().any() else 100.0
@@ -647,9 +664,17 @@ def plot_retention(
 
 
 def plot_cohort_revenue(revenue: pd.DataFrame, ax: Axes | None = None) -> Axes:
-    """Net revenue per cohort (bars) with revenue per customer (line, right axis)."""
-    from ..plots import PALETTE
+    """Net revenue per cohort (bars) with revenue per customer (line, right axis).
 
+    Cohorts of fewer than ``privacy.min_group_size`` customers are left blank.
+    """
+    from ..plots import PALETTE
+    from ..privacy import min_group_size
+
+    revenue = revenue.copy()
+    revenue.loc[revenue["customers"] < min_group_size(), ["revenue", "revenue_per_customer"]] = (
+        np.nan
+    )
     ax = _ax(ax)
     x = np.arange(len(revenue))
     ax.bar(x, revenue["revenue"], color=PALETTE[0], label="net revenue")

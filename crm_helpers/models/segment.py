@@ -267,9 +267,12 @@ def plot_segments(summary: pd.DataFrame, ax: Axes | None = None) -> Axes:
     import matplotlib.pyplot as plt
 
     from ..plots import PALETTE
+    from ..privacy import min_group_size
 
     ax = ax if ax is not None else plt.subplots()[1]
     s = summary[["share", "revenue_share"]].iloc[::-1] * 100
+    if "customers" in summary:  # a segment of fewer than k customers is not drawn (privacy)
+        s.loc[(summary["customers"] < min_group_size()).iloc[::-1].to_numpy(), :] = np.nan
     s.columns = ["% of customers", "% of revenue"]
     s.plot.barh(ax=ax, color=[PALETTE[0], PALETTE[1]], width=0.8)
     ax.set_xlabel("%")
@@ -283,7 +286,11 @@ def plot_profile_heatmap(profile: pd.DataFrame, ax: Axes | None = None) -> Axes:
     import matplotlib.pyplot as plt
     import seaborn as sns
 
+    from ..privacy import min_group_size
+
     ax = ax if ax is not None else plt.subplots()[1]
+    if "customers" in profile:  # a cluster of fewer than k customers is not shown (privacy)
+        profile = profile.loc[profile["customers"] >= min_group_size()]
     cols = ["mean_recency_days", "mean_frequency", "mean_monetary"]
     z = (profile[cols] - profile[cols].mean()) / profile[cols].std(ddof=0).replace(0, 1)
     z.columns = ["recency (days)", "frequency", "monetary"]

@@ -459,7 +459,8 @@ def run_report(
                 "period",
                 "reference_date",
             )
-        },
+        }
+        | {"privacy": {"min_group_size": params.privacy.min_group_size}},
     )
 
     # 00 first, independent chapters in parallel, 99 last.

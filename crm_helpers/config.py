@@ -253,6 +253,20 @@ class PrivacyParams(_Strict):
     min_group_size: int = Field(
         5, ge=1, description="Tables never show a group describing fewer customers than this."
     )
+    export_real_ids: bool = Field(
+        False,
+        description=(
+            "Also write the action lists with the client's real customer ids, to the restricted "
+            "folder only (owner-only permissions)."
+        ),
+    )
+    restricted_dir: Path | None = Field(
+        None,
+        description=(
+            "Where the real-id action lists go (<dir>/<client>/<version>/); relative to the params "
+            "file; null = restricted/ beside the reports folder."
+        ),
+    )
 
 
 class ReportParams(_Strict):
@@ -740,7 +754,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
-    """Make the relative ``data.<table>.path`` values absolute, relative to ``base``."""
+    """Make the relative ``data.<table>.path`` and ``privacy.restricted_dir`` absolute (to ``base``)."""
     data = raw.get("data")
     if not isinstance(data, dict):
         return raw
@@ -749,6 +763,10 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
         if isinstance(src, dict) and isinstance(src.get("path"), str):
             p = Path(os.path.expandvars(os.path.expanduser(src["path"])))
             src["path"] = str(p if p.is_absolute() else (base / p).resolve())
+    priv = raw.get("privacy")
+    if isinstance(priv, dict) and isinstance(priv.get("restricted_dir"), str):
+        p = Path(os.path.expandvars(os.path.expanduser(priv["restricted_dir"])))
+        priv["restricted_dir"] = str(p if p.is_absolute() else (base / p).resolve())
     return raw
 
 

@@ -693,6 +693,22 @@ def resolve_identities(con: duckdb.DuckDBPyConnection, params: Params) -> dict[s
     }
 
 
+def real_ids(con: duckdb.DuckDBPyConnection) -> Any:
+    """``customer_key`` -> the client's ``customer_id`` (canonical of merged ids) and ``source_ids``.
+
+    Read from the connection :func:`prepare` used (its temp tables), kept in memory by the runner
+    and written only to the restricted folder when ``privacy.export_real_ids`` is set.
+    """
+    return con.execute(
+        f"""SELECT {_pseudo("coalesce(m.canonical_id, t.customer_id)")} AS customer_key,
+               coalesce(m.canonical_id, t.customer_id) AS customer_id,
+               string_agg(DISTINCT t.customer_id, ';' ORDER BY t.customer_id) AS source_ids
+        FROM typed_transactions t LEFT JOIN id_map m ON m.customer_id = t.customer_id
+        WHERE t._reason IS NULL AND t.customer_id IS NOT NULL
+        GROUP BY ALL ORDER BY customer_key"""
+    ).df()
+
+
 # ---------------------------------------------------------------------------------------- prepare
 def prepare(
     params: Params,

@@ -30,6 +30,9 @@ data:
     lines: 8000
 report:
   renderer: pandoc
+privacy:
+  export_real_ids: true
+  restricted_dir: restricted
 """
 
 
@@ -268,6 +271,39 @@ def test_customer_level_rows_in_the_report_are_pseudonymised(first_run):
     assert ids >= 20  # win-back, example lists, anomalies, merges
     raw = re.findall(r"C\d{6}", html)  # the demo's raw customer id format
     assert not raw, raw[:5]
+
+
+def test_action_lists_carry_pseudonyms_and_real_ids_go_only_to_the_owner_only_folder(first_run):
+    import stat
+
+    from crm_helpers.data import DEMO_KEY
+
+    run = first_run.run_dir
+    m = json.loads((run / "manifest.json").read_text())
+    lists = m["actions"]["lists"]
+    # the small demo has segments, CLV and recommendations; churn has too few customers
+    assert set(lists) == {"vip_care", "at_risk", "cross_sell"} and m["actions"]["missing"] == ["win_back"]
+    clv = pd.read_parquet(run / "artifacts" / "clv.parquet")
+    assert lists["vip_care"] == int((clv["clv_decile"] == 1).sum())
+    book = pd.read_excel(run / "actions" / "action_lists.xlsx", sheet_name=None)
+    for name, rows in lists.items():
+        frame = pd.read_csv(run / "actions" / f"{name}.csv")
+        assert len(frame) == rows == len(book[name]) and rows > 0
+        assert "customer_id" not in frame and frame["action"].notna().all()
+        assert frame["customer_key"].str.fullmatch(r"c_[0-9a-f]{16}").all()
+
+    restricted = Path(m["params"]["privacy"]["restricted_dir"]) / "e2e" / "v1"
+    assert not restricted.is_relative_to(run)
+    assert stat.S_IMODE(restricted.stat().st_mode) == 0o700
+    files = sorted(p.name for p in restricted.iterdir())
+    assert files == sorted([f"{n}.csv" for n in lists] + ["action_lists.xlsx", "README.txt"])
+    for path in restricted.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path.name
+    for name, rows in lists.items():
+        frame = pd.read_csv(restricted / f"{name}.csv", dtype={"customer_id": str})
+        assert len(frame) == rows and frame.columns[0] == "customer_id"
+        # the real id is the one whose keyed hash is the pseudonym the report uses
+        assert [pseudonymise(i, DEMO_KEY) for i in frame["customer_id"]] == frame["customer_key"].tolist()
 
 
 def test_summary_numbers_equal_the_chapters(first_run):

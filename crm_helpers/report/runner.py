@@ -26,10 +26,10 @@ import nbformat
 import papermill as pm
 from papermill.engines import NBClientEngine, papermill_engines
 
-from .. import __version__
+from .. import __version__, actions
 from ..chapters import FIRST, LAST, Chapter, selected
 from ..config import TABLES, Params, TableSource, chapter_parameters, load_params
-from ..data import connect, prepare, pseudonym_key, pseudonymise
+from ..data import connect, prepare, pseudonym_key, pseudonymise, real_ids
 from ..errors import DataError, RunError
 from ..paths import DEMO_DATA_DIR, PROJECT_ROOT, REPORTS_DIR, RunPaths
 from . import render
@@ -422,13 +422,17 @@ def run_report(
     manifest["timings"]["inputs"] = round(time.perf_counter() - t0, 2)
     t0 = time.perf_counter()
     printer("preparing data (DuckDB): load, validate, quarantine, identities, features")
+    con = connect(params.run.duckdb_memory_limit)
     try:
-        prep = prepare(params, inputs, run, connect(params.run.duckdb_memory_limit))
+        prep = prepare(params, inputs, run, con)
     except DataError:
         manifest["status"] = "failed"
         manifest["error"] = "data preparation failed"
         _write_json(run.manifest, manifest)
         raise
+    # Real ids stay in memory, for the owner-only action lists (never in the run folder).
+    ids = real_ids(con) if params.privacy.export_real_ids else None
+    con.close()
     if params.data.source == "demo":
         write_planted_truth(inputs["transactions"].path.parent, run, pseudonym_key(params))
     manifest["timings"]["prepare"] = round(time.perf_counter() - t0, 2)
@@ -489,6 +493,17 @@ def run_report(
         results[ch.slug] = execute_chapter(ch, params, run, printer)
     manifest["chapters"] = [results[c.slug] for c in chapters]
     manifest["timings"]["chapters"] = round(time.perf_counter() - t0, 2)
+    restricted = None
+    if ids is not None:
+        root = params.privacy.restricted_dir or reports_dir.parent / "restricted"
+        restricted = Path(root) / params.client / version
+    try:
+        manifest["actions"] = actions.export(run.root, real_ids=ids, restricted=restricted)
+    except Exception as exc:  # noqa: BLE001  a chapter's odd artifact must not lose the report
+        manifest["actions"] = {"error": f"{type(exc).__name__}: {exc}"}
+        printer(f"action lists failed: {manifest['actions']['error']}")
+    if restricted is not None and "restricted" in manifest["actions"]:
+        printer(f"action lists with real customer ids (owner-only): {restricted}")
 
     t0 = time.perf_counter()
     printer(f"rendering ({renderer})")

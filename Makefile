@@ -33,6 +33,7 @@ lint: setup ## ruff and the stripped-notebook check
 
 bench: setup ## run the benchmarks (writes benchmarks/results/*.json)
 	$(BIN)/python benchmarks/bench_run.py
+	$(BIN)/python benchmarks/bench_run.py --client params/online_retail.yml
 	$(BIN)/python benchmarks/bench_rfm.py
 	$(BIN)/python benchmarks/bench_clv.py
 	$(BIN)/python benchmarks/bench_basket.py

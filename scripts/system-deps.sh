@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # System packages the report needs beyond Python wheels: Noto fonts (Latin and CJK) for Typst and
-# matplotlib. Installed only when missing, and only where apt-get can run as root.
+# matplotlib; Chromium for the browser check of the HTML report. Installed only when missing, and only where apt-get can run as root.
 set -euo pipefail
 fonts="$(fc-list : family 2>/dev/null || true)"
 need=()
 command -v fc-list >/dev/null 2>&1 || need+=(fontconfig)
 grep -qi "Noto Sans CJK" <<<"$fonts" || need+=(fonts-noto-cjk)
 grep -qx "Noto Sans" <<<"$fonts" || need+=(fonts-noto-core)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)  # the report's browser check (Playwright drives it)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   echo "installing system packages: ${need[*]}"

@@ -306,6 +306,33 @@ def test_action_lists_carry_pseudonyms_and_real_ids_go_only_to_the_owner_only_fo
         assert [pseudonymise(i, DEMO_KEY) for i in frame["customer_id"]] == frame["customer_key"].tolist()
 
 
+def test_html_report_in_a_real_browser_has_no_problem_and_a_screenshot_per_chapter(first_run):
+    from crm_helpers.report import browser
+
+    assert browser.available() is None, browser.available()  # make test installs Chromium
+    m = json.loads((first_run.run_dir / "manifest.json").read_text())
+    assert m["browser"]["problems"] == [], m["browser"]
+    facts = json.loads((first_run.run_dir / "browser.json").read_text())
+    # offline: no request left the page; no console or page error
+    assert facts["requests"] == [] and facts["console_errors"] == [] and facts["page_errors"] == []
+    # every chapter is in the contents and every contents link lands on its heading
+    toc = {t["text"]: t for t in facts["toc"]}
+    for ch in registry.CHAPTERS:
+        assert toc[ch.title]["reached"], toc.get(ch.title)
+    # every figure is drawn, visible and described, at desktop and phone width
+    html = (first_run.run_dir / "report.html").read_text()
+    n_img = len(re.findall(r"<img ", html))
+    assert len(facts["figures"]) == len(facts["figures_narrow"]) == n_img >= 10
+    for f in facts["figures"] + facts["figures_narrow"]:
+        assert f["alt"] and f["width"] > 100 and f["height"] > 50 and f["natural_width"] > 0
+    assert all(f["width"] <= 390 for f in facts["figures_narrow"])
+    for width in (1280, 390):
+        assert facts[f"overflow_{width}"]["scroll_width"] <= width
+    shots = sorted((first_run.run_dir / "screenshots").glob("*.png"))
+    assert len(shots) == len(registry.CHAPTERS) + 1  # the about page and every chapter
+    assert all(p.stat().st_size > 10_000 for p in shots)
+
+
 def test_summary_numbers_equal_the_chapters(first_run):
     arts = first_run.run_dir / "artifacts"
     dq = json.loads((arts / "data_quality.json").read_text())

@@ -32,7 +32,7 @@ from ..config import TABLES, Params, TableSource, chapter_parameters, load_param
 from ..data import connect, prepare, pseudonym_key, pseudonymise, real_ids
 from ..errors import DataError, RunError
 from ..paths import DEMO_DATA_DIR, PROJECT_ROOT, REPORTS_DIR, RunPaths
-from . import render
+from . import browser, render
 
 PACKAGES = (
     "pandas",
@@ -305,6 +305,27 @@ def execute_chapter(
     }
 
 
+def browser_check(run: RunPaths, printer: Callable[[str], None]) -> dict[str, Any]:
+    """Open report.html in headless Chromium: problems a reader would see, chapter screenshots."""
+    why = browser.available()
+    if why:
+        return {"skipped": why}
+    t0 = time.perf_counter()
+    try:
+        facts = browser.inspect(run.html, run.root / "screenshots")
+    except Exception as exc:  # noqa: BLE001  the report exists; the check is advisory
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    found = browser.problems(facts)
+    _write_json(run.root / "browser.json", facts | {"problems": found})
+    for p in found:
+        printer(f"browser check: {p}")
+    return {
+        "problems": found,
+        "screenshots": len(facts.get("screenshots", [])),
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+
+
 def waves(chapters: list[Chapter]) -> list[list[Chapter]]:
     """Group chapters into waves that can run in parallel: each after those it reads."""
     slugs = {c.slug for c in chapters}
@@ -515,6 +536,8 @@ def run_report(
         render_error = f"{type(exc).__name__}: {exc}"
         printer(f"rendering failed: {render_error}")
     manifest["timings"]["render"] = round(time.perf_counter() - t0, 2)
+    if render_error is None and run.html.is_file():
+        manifest["browser"] = browser_check(run, printer)
     manifest["timings"]["total"] = round(time.perf_counter() - started, 2)
 
     failed = [c["slug"] for c in manifest["chapters"] if c["status"] != "ok"]

@@ -29,7 +29,7 @@ from papermill.engines import NBClientEngine, papermill_engines
 from .. import __version__
 from ..chapters import FIRST, LAST, Chapter, selected
 from ..config import TABLES, Params, TableSource, chapter_parameters, load_params
-from ..data import connect, prepare, pseudonym_key, pseudonymise
+from ..data import connect, prepare, pseudonym_key, pseudonymise, require_usable
 from ..errors import DataError, RunError
 from ..paths import DEMO_DATA_DIR, PROJECT_ROOT, REPORTS_DIR, RunPaths
 from . import render
@@ -424,6 +424,7 @@ def run_report(
     printer("preparing data (DuckDB): load, validate, quarantine, identities, features")
     try:
         prep = prepare(params, inputs, run, connect(params.run.duckdb_memory_limit))
+        require_usable(prep, inputs)
     except DataError:
         manifest["status"] = "failed"
         manifest["error"] = "data preparation failed"

@@ -40,7 +40,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     import tempfile
 
     from .config import load_params
-    from .data import connect, prepare
+    from .data import connect, prepare, require_usable
     from .paths import RunPaths
     from .report.runner import input_sources
 
@@ -54,6 +54,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(f"{table}: {r['input']:,} rows = {r['kept']:,} kept + {q:,} quarantined")
         for reason, n in sorted(r["quarantined"].items(), key=lambda kv: -kv[1]):
             print(f"  {reason}: {n:,}")
+    require_usable(res, inputs)
     print(f"identity resolution: {res.identity.get('merged_ids', 0):,} ids merged")
     print(f"data period: {res.period['start']} to {res.period['end']}")
     if args.json:

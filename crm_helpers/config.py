@@ -123,6 +123,11 @@ class TableSource(_Strict):
     date_format: str | None = Field(
         None, description="strptime format of date columns (e.g. '%d/%m/%Y'); null = ISO 8601."
     )
+    encoding: Literal["utf-8", "latin-1", "utf-16"] = Field(
+        "utf-8",
+        description="Text encoding of a CSV, whitespace or basket file (utf-8 also reads a "
+        "byte-order mark). A file that does not decode is an error naming its line.",
+    )
     sheet: str | None = Field(None, description="Excel sheet name; null = the first sheet.")
     header: bool = Field(
         True,

@@ -21,6 +21,8 @@ Reason codes, checked in this order (a row gets the first that applies):
 - ``negative_price``: the unit price is below 0. With ``price_is_line_total`` the unit price is the
   line total / quantity, so ``unparseable_price`` and ``zero_price`` read the total and a total whose
   sign differs from the quantity's is ``negative_price``.
+- ``non_finite_amount``: quantity x unit price is not a finite number (each is finite, but their
+  product overflows, e.g. 1e308 x 10): such a line would make every total infinite.
 - ``score_out_of_range``: a feedback score outside ``cleaning.score_min .. score_max``.
 - ``conflicting_customer_id``: a customers row repeats an id with different attributes.
 
@@ -62,6 +64,7 @@ REASONS: dict[str, list[str]] = {
         "zero_quantity",
         "zero_price",
         "negative_price",
+        "non_finite_amount",
     ],
     "customers": ["exact_duplicate", "missing_customer_id", "conflicting_customer_id"],
     "feedback": [
@@ -207,6 +210,11 @@ def _check_options(table: str, source: TableSource, fmt: str) -> None:
             f"{source.path}: key 'data.{table}.delimiter': a basket file needs a single "
             "item separator such as ',' (not 'whitespace': item names may contain spaces)"
         )
+    if fmt in ("parquet", "excel") and source.encoding != "utf-8":
+        raise DataError(
+            f"{source.path}: key 'data.{table}.encoding' applies to text files; a {fmt} file "
+            "records its own encoding (remove it)"
+        )
     if fmt == "parquet" and (not source.header or source.column_names is not None):
         raise DataError(
             f"{source.path}: keys 'data.{table}.header' and 'data.{table}.column_names' apply to "
@@ -255,7 +263,8 @@ def _read_whitespace(
     """
     lines = (
         f"read_csv({_lit(str(path))}, columns = {{'line': 'VARCHAR'}}, header = false, "
-        f"delim = {_lit(_LINE_DELIM)}, quote = '', escape = '', auto_detect = false)"
+        f"delim = {_lit(_LINE_DELIM)}, quote = '', escape = '', auto_detect = false"
+        f"{_enc(source)})"
     )
     # row_number() over the file in insertion order is the line number (blank lines included).
     con.execute(
@@ -322,7 +331,8 @@ def _read_baskets(
     header = source.header if "header" in source.model_fields_set else False
     lines = (
         f"read_csv({_lit(str(path))}, columns = {{'line': 'VARCHAR'}}, header = false, "
-        f"delim = {_lit(_LINE_DELIM)}, quote = '', escape = '', auto_detect = false)"
+        f"delim = {_lit(_LINE_DELIM)}, quote = '', escape = '', auto_detect = false"
+        f"{_enc(source)})"
     )
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE _bk_lines_{table} AS
@@ -352,14 +362,16 @@ def _read_csv_headerless(
     """A header-less CSV read with fixed columns, so that a ragged line is an error naming it."""
     delim = source.delimiter
     if delim is None:
-        delim = con.execute(f"SELECT Delimiter FROM sniff_csv({_lit(str(path))})").fetchone()[0]
+        delim = con.execute(
+            f"SELECT Delimiter FROM sniff_csv({_lit(str(path))}{_enc(source)})"
+        ).fetchone()[0]
     if source.column_names is not None:
         names = list(source.column_names)
         why = f"data.{table}.column_names names {len(names)} columns"
     else:
         sniffed = con.execute(
             f"DESCRIBE SELECT * FROM read_csv({_lit(str(path))}, all_varchar = true, "
-            f"header = false, delim = {_lit(delim)})"
+            f"header = false, delim = {_lit(delim)}{_enc(source)})"
         ).fetchall()
         names = [f"column{i}" for i in range(1, len(sniffed) + 1)]
         why = f"the file has {len(names)} fields per line"
@@ -369,13 +381,85 @@ def _read_csv_headerless(
     cols = ", ".join(f"{_lit(n)}: 'VARCHAR'" for n in names)
     rel = (
         f"read_csv({_lit(str(path))}, columns = {{{cols}}}, header = false, "
-        f"delim = {_lit(delim)}, auto_detect = false)"
+        f"delim = {_lit(delim)}, auto_detect = false{_enc(source)})"
     )
     try:
         con.execute(f"SELECT count(*) FROM {rel}").fetchone()
     except duckdb.Error as exc:
-        raise _csv_line_error(path, exc, why) or exc from None
+        raise _csv_line_error(path, exc, why) or _read_error(
+            path, table, "csv", exc, source
+        ) from None
     return rel
+
+
+def _enc(source: TableSource) -> str:
+    """The ``encoding`` option of DuckDB's read_csv (none for the default, UTF-8)."""
+    return "" if source.encoding == "utf-8" else f", encoding = {_lit(source.encoding)}"
+
+
+def _read_error(path: Path, table: str, fmt: str, exc: Exception, source: TableSource) -> DataError:
+    """A reader's error as one clear :class:`DataError`; never quotes the file's content."""
+    text = str(exc)
+    line = re.search(r"CSV Error on Line: (\d+)", text)
+    if "Invalid unicode" in text or "byte sequence mismatch" in text:
+        where = f"line {line.group(1)}" if line else "a line"
+        other = "latin-1" if source.encoding != "latin-1" else "utf-16"
+        return DataError(
+            f"{path}: {where} is not valid {source.encoding} text (key "
+            f"'data.{table}.encoding'); if the file was saved in another encoding, set e.g. "
+            f"encoding: {other}"
+        )
+    # DuckDB's message goes on with the offending line and the reader's settings: keep the
+    # first line only (no client data in messages).
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    where = f" (line {line.group(1)})" if line else ""
+    return DataError(f"{path}: cannot read the {table} table as {fmt}{where}: {first}")
+
+
+def _refuse_repeated(path: Path, table: str, names: list[str], where: str) -> None:
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise DataError(
+            f"{path}: {where} repeats the column name {', '.join(repr(n) for n in repeated)} "
+            f"(the {table} table needs unique names); rename or remove the repeated column"
+        )
+
+
+def _check_csv_header(
+    con: duckdb.DuckDBPyConnection, table: str, path: Path, source: TableSource, cols: list[str]
+) -> None:
+    """Refuse a header that repeats a name (DuckDB would silently rename it ``name_1``)."""
+    renamed = [m.group(1) for c in cols if (m := re.fullmatch(r"(.+)_\d+", c))]
+    if not set(renamed) & set(cols):
+        return
+    delim = f", delim = {_lit(source.delimiter)}" if source.delimiter else ""
+    row = con.execute(
+        f"SELECT * FROM read_csv({_lit(str(path))}, all_varchar = true, header = false"
+        f"{delim}{_enc(source)}) LIMIT 1"
+    ).fetchone()
+    names = [str(v).strip() for v in row or () if v is not None]
+    _refuse_repeated(path, table, names, "line 1 (the header)")
+
+
+def _missing_hint(
+    table: str, fmt: str, cols: list[str], source: TableSource, sheets: list[str]
+) -> str:
+    """Why required columns may be missing: a wrong delimiter or the wrong Excel sheet."""
+    if fmt == "csv" and len(cols) == 1:
+        seps = [s for s in (";", "\t", "|", ",", " ") if s in cols[0]]
+        guess = f": the header contains {seps[0]!r}, so try delimiter: {seps[0]!r}" if seps else ""
+        told = f"delimiter {source.delimiter!r}" if source.delimiter else "the detected delimiter"
+        return (
+            f". Only one column was found with {told}: the file probably uses another "
+            f"separator; set data.{table}.delimiter{guess}"
+        )
+    if fmt == "excel" and len(sheets) > 1:
+        read = source.sheet if source.sheet is not None else sheets[0]
+        return (
+            f". Sheet {read!r} was read; the workbook has the sheets "
+            f"{', '.join(repr(n) for n in sheets)}: choose one with data.{table}.sheet"
+        )
+    return ""
 
 
 def register_raw(con: duckdb.DuckDBPyConnection, table: str, source: TableSource) -> dict[str, Any]:
@@ -395,7 +479,13 @@ def register_raw(con: duckdb.DuckDBPyConnection, table: str, source: TableSource
     path = Path(source.path)
     fmt = _fmt(path, source)
     _check_options(table, source, fmt)
+    if path.stat().st_size == 0:
+        raise DataError(
+            f"{path}: the file is empty (0 bytes): the {table} table has no header and no data "
+            "rows; export it again"
+        )
     blank_lines: int | None = None
+    sheets: list[str] = []
     try:
         if fmt == "baskets":
             rel, blank_lines = _read_baskets(con, table, path, source)
@@ -407,14 +497,16 @@ def register_raw(con: duckdb.DuckDBPyConnection, table: str, source: TableSource
             opts = ["all_varchar = true", "header = true"]
             if source.delimiter:
                 opts.append(f"delim = {_lit(source.delimiter)}")
-            rel = f"read_csv({_lit(str(path))}, {', '.join(opts)})"
+            rel = f"read_csv({_lit(str(path))}, {', '.join(opts)}{_enc(source)})"
         elif fmt == "parquet":
             rel = f"read_parquet({_lit(str(path))})"
         else:  # Excel: DuckDB's excel extension is not installable offline, so read with openpyxl
-            rel = _register_excel(con, table, path, source)
+            rel, sheets = _register_excel(con, table, path, source)
         cols = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {rel}").fetchall()]
+        if fmt == "csv" and source.header and source.delimiter != WHITESPACE:
+            _check_csv_header(con, table, path, source, cols)
     except (duckdb.Error, ValueError, OSError) as exc:
-        raise DataError(f"{path}: cannot read the {table} table as {fmt}: {exc}") from None
+        raise _read_error(path, table, fmt, exc, source) from None
 
     spec = CANONICAL_COLUMNS[table]
     mapping = {c: source.columns.get(c, c) for c in spec["required"] + spec["optional"]}
@@ -440,6 +532,7 @@ def register_raw(con: duckdb.DuckDBPyConnection, table: str, source: TableSource
         raise DataError(
             f"{path}: required column {', '.join(missing)} missing from the {table} table "
             f"(found: {', '.join(cols)}); map your column names under data.{table}.columns"
+            + _missing_hint(table, fmt, cols, source, sheets)
         )
     if basket_only:
         real = [c for c in spec["required"] if c != "order_id" and mapping[c] in cols]
@@ -465,10 +558,13 @@ def register_raw(con: duckdb.DuckDBPyConnection, table: str, source: TableSource
         ]
         + [f"{expr} AS {_q(canon)}" for canon, expr in {**derived, **absent}.items()]
     )
-    con.execute(
-        f"CREATE OR REPLACE TEMP TABLE raw_{table} AS "
-        f"SELECT CAST(row_number() OVER () AS BIGINT) AS _row, {select} FROM {rel}"
-    )
+    try:  # a text file is decoded to its end only here
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE raw_{table} AS "
+            f"SELECT CAST(row_number() OVER () AS BIGINT) AS _row, {select} FROM {rel}"
+        )
+    except duckdb.Error as exc:
+        raise _read_error(path, table, fmt, exc, source) from None
     n = con.execute(f"SELECT count(*) FROM raw_{table}").fetchone()[0]
     if n == 0:
         raise DataError(f"{path}: the {table} table has no data rows (empty file or header only)")
@@ -491,12 +587,30 @@ def register_raw(con: duckdb.DuckDBPyConnection, table: str, source: TableSource
 
 def _register_excel(
     con: duckdb.DuckDBPyConnection, table: str, path: Path, source: TableSource
-) -> str:
-    """Register the Excel sheet (values as text) as ``_excel_<table>``; return its name."""
+) -> tuple[str, list[str]]:
+    """Register the Excel sheet (values as text) as ``_excel_<table>``.
+
+    Returns
+    -------
+    tuple of str and list of str
+        The registered name and the names of the workbook's sheets.
+    """
     import pandas as pd
 
-    header = 0 if source.header else None
-    frame = pd.read_excel(path, sheet_name=source.sheet or 0, dtype=str, header=header)
+    with pd.ExcelFile(path) as book:
+        sheets = [str(n) for n in book.sheet_names]
+        if source.sheet is not None and source.sheet not in sheets:
+            raise DataError(
+                f"{path}: key 'data.{table}.sheet': no sheet named {source.sheet!r}; the workbook "
+                f"has the sheets {', '.join(repr(n) for n in sheets)}"
+            )
+        sheet = source.sheet if source.sheet is not None else sheets[0]
+        header = 0 if source.header else None
+        frame = pd.read_excel(book, sheet_name=sheet, dtype=str, header=header)
+        if source.header:
+            first = pd.read_excel(book, sheet_name=sheet, dtype=str, header=None, nrows=1)
+            names = [str(v).strip() for v in first.iloc[0].dropna()] if len(first) else []
+            _refuse_repeated(path, table, names, f"the header row of sheet {sheet!r}")
     if not source.header:
         names = source.column_names or [f"column{i}" for i in range(1, frame.shape[1] + 1)]
         if len(names) != frame.shape[1]:
@@ -506,7 +620,7 @@ def _register_excel(
             )
         frame.columns = names
     con.register(f"_excel_{table}", frame)
-    return f"_excel_{table}"
+    return f"_excel_{table}", sheets
 
 
 def _parse_ts(col: str, date_format: str | None) -> str:
@@ -559,6 +673,7 @@ def _typed_sql(
         if params.cleaning.zero_price == "quarantine":
             checks.append(("zero_price", f"{p} = 0"))
         checks.append(("negative_price", f"{price} < 0"))
+        checks.append(("non_finite_amount", f"NOT isfinite({q} * {price})"))
     elif table == "customers":
         parsed = []
         for c in ("signup_date", "birth_date"):
@@ -900,6 +1015,31 @@ def prepare(
     )
     (out / "prepare.json").write_text(json.dumps(result.to_json(), indent=2, sort_keys=True) + "\n")
     return result
+
+
+def require_usable(result: PrepareResult, inputs: dict[str, TableSource]) -> None:
+    """Refuse a run whose transactions were all quarantined: no chapter could say anything.
+
+    :func:`prepare` still writes every row to ``quarantine/transactions.parquet`` with its reason;
+    this check is what ``crm-report validate`` and ``run`` apply afterwards.
+
+    Raises
+    ------
+    DataError
+        Naming the file, the number of rows and the count per reason.
+
+    """
+    r = result.reconciliation["transactions"]
+    if r["kept"] > 0:
+        return
+    reasons = ", ".join(
+        f"{reason} {n:,}" for reason, n in sorted(r["quarantined"].items(), key=lambda kv: -kv[1])
+    )
+    raise DataError(
+        f"no usable transactions in {inputs['transactions'].path}: all {r['input']:,} rows were "
+        f"quarantined ({reasons}); check the column mapping, date_format, delimiter and encoding "
+        "of data.transactions, or fix the file"
+    )
 
 
 def _unified_customers(

@@ -28,6 +28,7 @@ REASON_TEXT: dict[str, str] = {
     "zero_quantity": "quantity is 0",
     "zero_price": "unit price is 0 (free line or adjustment)",
     "negative_price": "unit price below 0 (accounting adjustment)",
+    "non_finite_amount": "quantity x unit price overflows (not a finite amount)",
     "score_out_of_range": "score outside the valid scale",
     "conflicting_customer_id": "the same customer id with different attributes (first kept)",
 }

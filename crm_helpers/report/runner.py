@@ -29,7 +29,7 @@ from papermill.engines import NBClientEngine, papermill_engines
 from .. import __version__, actions
 from ..chapters import FIRST, LAST, Chapter, selected
 from ..config import TABLES, Params, TableSource, chapter_parameters, load_params
-from ..data import connect, prepare, pseudonym_key, pseudonymise, real_ids
+from ..data import connect, prepare, pseudonym_key, pseudonymise, real_ids, require_usable
 from ..errors import DataError, RunError
 from ..paths import DEMO_DATA_DIR, PROJECT_ROOT, REPORTS_DIR, RunPaths
 from . import browser, render
@@ -446,6 +446,7 @@ def run_report(
     con = connect(params.run.duckdb_memory_limit)
     try:
         prep = prepare(params, inputs, run, con)
+        require_usable(prep, inputs)
     except DataError:
         manifest["status"] = "failed"
         manifest["error"] = "data preparation failed"

@@ -7,7 +7,8 @@ need=()
 command -v fc-list >/dev/null 2>&1 || need+=(fontconfig)
 grep -qi "Noto Sans CJK" <<<"$fonts" || need+=(fonts-noto-cjk)
 grep -qx "Noto Sans" <<<"$fonts" || need+=(fonts-noto-core)
-command -v chromium >/dev/null 2>&1 || need+=(chromium)  # the report's browser check (Playwright drives it)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v pdftoppm >/dev/null 2>&1 || need+=(poppler-utils)  # the PDF page test renders pages  # the report's browser check (Playwright drives it)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   echo "installing system packages: ${need[*]}"

@@ -333,6 +333,36 @@ def test_html_report_in_a_real_browser_has_no_problem_and_a_screenshot_per_chapt
     assert all(p.stat().st_size > 10_000 for p in shots)
 
 
+def test_every_pdf_page_rendered_keeps_its_margins_clear_and_carries_header_and_number(
+    first_run, tmp_path
+):
+    import subprocess
+
+    import numpy as np
+    from PIL import Image
+
+    pdf = first_run.run_dir / "report.pdf"
+    reader = PdfReader(pdf)
+    subprocess.run(["pdftoppm", "-r", "40", "-gray", "-png", str(pdf), str(tmp_path / "p")], check=True)
+    pages = sorted(tmp_path.glob("p-*.png"))
+    assert len(pages) == len(reader.pages) >= 10
+    for i, png in enumerate(pages, start=1):
+        ink = np.asarray(Image.open(png)) < 200  # dark pixels
+        h, w = ink.shape
+        edge_x, edge_y = max(2, w * 6 // 100), max(2, h * 3 // 100)  # about 1.2 cm and 0.9 cm
+        for name, strip in (
+            ("left", ink[:, :edge_x]),
+            ("right", ink[:, -edge_x:]),
+            ("top", ink[:edge_y, :]),
+            ("bottom", ink[-edge_y:, :]),
+        ):
+            assert not strip.any(), f"page {i}: something runs into the {name} edge"
+        assert ink.any(), f"page {i} is blank"
+        if i > 1:  # running header: client, version and the page number
+            head = reader.pages[i - 1].extract_text().splitlines()[0]
+            assert "e2e" in head and "v1" in head and head.rstrip().endswith(str(i)), head
+
+
 def test_summary_numbers_equal_the_chapters(first_run):
     arts = first_run.run_dir / "artifacts"
     dq = json.loads((arts / "data_quality.json").read_text())

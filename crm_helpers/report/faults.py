@@ -132,12 +132,12 @@ def is_not_writable(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in NOT_WRITABLE
 
 
-def no_space_error(path: Path | str, client: str, resume_hint: str) -> OutputError:
+def no_space_error(path: Path | str, latest: Path, resume_hint: str) -> OutputError:
     """The message for a full disk: the path, what is left behind, what to do."""
     return OutputError(
         f"{path}: no space left on device; the run stopped, its folder is incomplete and "
-        f"reports/{client}/latest is unchanged. Free some space (or choose another "
-        f"--reports-dir) and {resume_hint}"
+        f"{latest} is unchanged. Free some space (or choose another --reports-dir) and "
+        f"{resume_hint}"
     )
 
 

@@ -562,14 +562,14 @@ def _open_run(params: Params, client_dir: Path, reports_dir: Path) -> tuple[RunP
         client_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         if faults.is_no_space(exc):
-            raise faults.no_space_error(client_dir, params.client, "run again") from None
+            raise faults.no_space_error(client_dir, client_dir / "latest", "run again") from None
         raise faults.not_writable_error(reports_dir, exc) from None
     version = new_version(params, client_dir)
     try:
         run = RunPaths(client_dir / version).make()
     except OSError as exc:
         if faults.is_no_space(exc):
-            raise faults.no_space_error(client_dir, params.client, "run again") from None
+            raise faults.no_space_error(client_dir, client_dir / "latest", "run again") from None
         raise faults.not_writable_error(client_dir, exc) from None
     return run, version
 
@@ -734,7 +734,9 @@ def run_report(
             if faults.is_no_space(exc):
                 path = getattr(exc, "filename", None) or run.root
                 hint = "resume with: " + _resume_command(params_file, reports_dir, run.root.name)
-                raise faults.no_space_error(path, params.client, hint) from None
+                raise faults.no_space_error(
+                    path, reports_dir / params.client / "latest", hint
+                ) from None
             raise faults.not_writable_error(run.root, exc) from None
 
 

@@ -35,22 +35,31 @@ class Signalled(BaseException):  # noqa: N818  (a BaseException, like KeyboardIn
         self.signum = signum
 
 
-def _raise_signalled(signum: int, frame: Any) -> None:
-    raise Signalled(signum)
+class Received:
+    """The signal a run received, if any (a library may turn ``Signalled`` into its own error)."""
+
+    signum: int | None = None
+
+    def handler(self, signum: int, frame: Any) -> None:
+        """Remember the signal and stop the main thread where it is."""
+        self.signum = signum
+        raise Signalled(signum)
 
 
 @contextmanager
-def signals(handler: Any = _raise_signalled) -> Iterator[None]:
+def signals(handler: Any = None) -> Iterator[Received]:
     """SIGINT and SIGTERM raise ``Signalled`` (or get ``handler``) inside the block.
 
-    Only the main thread can set signal handlers; elsewhere the block changes nothing.
+    Yields what was received. Only the main thread can set signal handlers; elsewhere the
+    block changes nothing.
     """
+    received = Received()
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield received
         return
-    previous = {s: signal.signal(s, handler) for s in SIGNAL_NAMES}
+    previous = {s: signal.signal(s, handler or received.handler) for s in SIGNAL_NAMES}
     try:
-        yield
+        yield received
     finally:
         for s, h in previous.items():
             signal.signal(s, h)

@@ -701,7 +701,7 @@ def run_report(
         _write_json(state["run"].manifest, state["manifest"])
 
     cwd = os.getcwd()  # papermill chdirs around each chapter; in threads the restores can cross
-    with faults.signals(), _restore_cwd(cwd):
+    with faults.signals() as received, _restore_cwd(cwd):
         try:
             return _run(
                 params,
@@ -723,6 +723,10 @@ def run_report(
         except CRMError:
             raise
         except Exception as exc:
+            if received.signum is not None:  # e.g. DuckDB turns the signal into its own error
+                raise _interrupted(
+                    received.signum, state, save, params, params_file, reports_dir, printer
+                ) from None
             run = state["run"]
             if run is None or not (faults.is_no_space(exc) or faults.is_not_writable(exc)):
                 raise

@@ -377,11 +377,11 @@ def execute_chapter(
             f"timed out after {params.run.chapter_timeout_seconds} s "
             "(key 'run.chapter_timeout_seconds'); the chapter's kernel was stopped"
         )
-    elif stopped in ("interrupted", "no_space"):
-        reason, error = (
-            stopped,
-            f"stopped: the run was {'interrupted' if stopped == 'interrupted' else 'out of disk space'}",
+    elif stopped:  # the whole run is stopping: a signal, a full disk
+        why = {"interrupted": "interrupted", "no_space": "out of disk space"}.get(
+            stopped, "stopped"
         )
+        reason, error = stopped, f"stopped: the run was {why}"
     elif reason == "kernel_died":
         error = (
             "the kernel died (its Python process exited or was killed, e.g. out of memory or "

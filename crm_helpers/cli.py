@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import CRMError
+from .errors import CRMError, RunInterrupted
 
 
 def _progress(line: str) -> None:
@@ -24,11 +24,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Build the report for one or more params files."""
     from .report.runner import run_report
 
+    if args.resume and len(args.params or [None]) != 1:
+        raise CRMError("--resume finishes one run: give exactly one --params with it")
     code = 0
     for p in args.params or [None]:
         kw = {"reports_dir": Path(args.reports_dir)} if args.reports_dir else {}
         result = run_report(
-            p, workers=args.workers, renderer=args.renderer, progress=_progress, **kw
+            p,
+            workers=args.workers,
+            renderer=args.renderer,
+            progress=_progress,
+            resume=args.resume,
+            **kw,
         )
         if not result.ok:
             code = 1
@@ -92,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, help="chapters executed in parallel")
     run.add_argument("--renderer", choices=["auto", "quarto", "pandoc"], help="rendering path")
     run.add_argument("--reports-dir", help="where <client>/<version>/ goes (default: reports/)")
+    run.add_argument(
+        "--resume",
+        metavar="VERSION",
+        help="finish the interrupted run <client>/VERSION: keep its completed chapters, run the rest",
+    )
     run.set_defaults(func=cmd_run)
 
     val = sub.add_parser("validate", help="check params and data; print a data-quality summary")
@@ -119,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     except CRMError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except RunInterrupted as exc:  # SIGINT 130, SIGTERM 143: the shell's convention
+        print(f"\n{exc}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -302,6 +302,12 @@ class RunParams(_Strict):
     cell_timeout_seconds: int = Field(
         1800, ge=10, description="A notebook cell running longer than this fails its chapter."
     )
+    chapter_timeout_seconds: int = Field(
+        3600,
+        ge=1,
+        description="A chapter running longer than this (kernel start to last cell) is stopped "
+        "and fails; the others go on.",
+    )
     duckdb_memory_limit: str | None = Field(
         None, description="DuckDB memory_limit (e.g. '4GB'); null = DuckDB's default."
     )

@@ -8,31 +8,38 @@ becomes latest.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import errno
 import importlib.metadata as md
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import nbformat
 import papermill as pm
+from nbclient.exceptions import DeadKernelError
+from papermill.clientwrap import PapermillNotebookClient
 from papermill.engines import NBClientEngine, papermill_engines
+from papermill.log import logger as pm_logger
+from papermill.utils import merge_kwargs, remove_args
 
 from .. import __version__, actions
 from ..chapters import FIRST, LAST, Chapter, selected
 from ..config import TABLES, Params, TableSource, chapter_parameters, load_params
 from ..data import connect, prepare, pseudonym_key, pseudonymise, real_ids, require_usable
-from ..errors import DataError, RunError
+from ..errors import CRMError, DataError, RunError, RunInterrupted
 from ..paths import DEMO_DATA_DIR, PROJECT_ROOT, REPORTS_DIR, RunPaths
-from . import browser, render
+from . import browser, faults, render
 
 PACKAGES = (
     "pandas",
@@ -59,10 +66,14 @@ Progress = Callable[[str], None]
 
 # ----------------------------------------------------------------------------- papermill engine
 class ProgressEngine(NBClientEngine):
-    """papermill's nbclient engine that reports each cell start to a callback."""
+    """papermill's nbclient engine that reports each cell start and the kernel it starts.
+
+    ``progress(cell_index, total)`` is called as each cell starts; ``on_kernel(km)`` once the
+    kernel runs, so that the run can stop it (a chapter past its timeout, a signal).
+    """
 
     @classmethod
-    def execute_managed_notebook(cls, nb_man, kernel_name, progress=None, **kwargs):  # noqa: D102
+    def execute_managed_notebook(cls, nb_man, kernel_name, progress=None, on_kernel=None, **kwargs):  # noqa: D102
         if progress is not None:
             total = len(nb_man.nb.cells)
             start = nb_man.cell_start
@@ -72,7 +83,46 @@ class ProgressEngine(NBClientEngine):
                 return start(cell, cell_index, **kw)
 
             nb_man.cell_start = cell_start
-        return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
+        return WatchedClient(
+            nb_man, on_kernel=on_kernel, **_client_kwargs(kernel_name, **kwargs)
+        ).execute()
+
+
+class WatchedClient(PapermillNotebookClient):
+    """papermill's notebook client that hands its kernel manager to ``on_kernel`` once started."""
+
+    def __init__(self, nb_man, on_kernel=None, **kw):
+        super().__init__(nb_man, **kw)
+        self._on_kernel = on_kernel
+
+    def start_new_kernel(self, **kw):  # noqa: D102  nbclient's setup_kernel calls this one
+        super().start_new_kernel(**kw)
+        if self._on_kernel is not None:
+            self._on_kernel(self.km)
+
+
+def _client_kwargs(
+    kernel_name,
+    log_output=False,
+    stdout_file=None,
+    stderr_file=None,
+    start_timeout=60,
+    execution_timeout=None,
+    **kwargs,
+):
+    """The notebook client's arguments, as papermill's ``NBClientEngine`` (2.7) builds them."""
+    kwargs = remove_args(["input_path"], **kwargs)
+    safe_kwargs = remove_args(["timeout", "startup_timeout"], **kwargs)
+    return merge_kwargs(
+        safe_kwargs,
+        timeout=execution_timeout if execution_timeout else kwargs.get("timeout"),
+        startup_timeout=start_timeout,
+        kernel_name=kernel_name,
+        log=pm_logger,
+        log_output=log_output,
+        stdout_file=stdout_file,
+        stderr_file=stderr_file,
+    )
 
 
 papermill_engines.register("crm-progress", ProgressEngine)
@@ -264,45 +314,120 @@ class _Printer:
 
 
 def execute_chapter(
-    ch: Chapter, params: Params, run: RunPaths, printer: _Printer
+    ch: Chapter,
+    params: Params,
+    run: RunPaths,
+    printer: _Printer,
+    kernels: faults.Kernels | None = None,
 ) -> dict[str, Any]:
-    """Execute one chapter notebook with papermill; never raises for a failing notebook."""
+    """Execute one chapter notebook with papermill; never raises for a failing notebook.
+
+    The result's ``reason`` says why a chapter failed: ``error`` (a cell raised), ``kernel_died``
+    (the kernel process exited or was killed), ``timeout`` (stopped after
+    ``run.chapter_timeout_seconds``), ``interrupted`` (the run got SIGINT or SIGTERM) or
+    ``no_space`` (the disk is full).
+    """
+    kernels = kernels or faults.Kernels()
     out = run.notebooks / ch.filename
     t0 = time.perf_counter()
+    status, reason, error = "ok", None, None
+    if kernels.stopping:  # the run is stopping: do not start another kernel
+        return _chapter_result(
+            ch, "failed", kernels.stopping, "not started: the run was stopped", 0.0
+        )
     printer(f"[{ch.number} {ch.slug}] started")
-    status, error = "ok", None
+    cell = [0, 0]  # the cell running (1-based) and the number of cells
+    report_cell = printer.cell(ch)
+
+    def progress(index: int, total: int) -> None:
+        cell[:] = [index + 1, total]
+        report_cell(index, total)
+
     try:
         pm.execute_notebook(
             str(ch.notebook),
             str(out),
             parameters=notebook_parameters(ch, params, run.root),
             engine_name="crm-progress",
-            progress=printer.cell(ch),
+            progress=progress,
+            on_kernel=lambda km: kernels.started(ch.slug, km),
             kernel_name="python3",
             progress_bar=False,
             cwd=str(run.root),
             execution_timeout=params.run.cell_timeout_seconds,
         )
     except pm.PapermillExecutionError as exc:
-        status, error = "failed", f"{exc.ename}: {exc.evalue}"
-    except Exception as exc:  # kernel death, timeout: the chapter fails, the run goes on
-        status, error = "failed", f"{type(exc).__name__}: {exc}"
-    if out.is_file():
-        _strip_volatile(out)
-        if status == "failed" and error and error.startswith("PapermillExecutionError"):
-            error = _error_of(out)
+        status, reason, error = "failed", "error", f"{exc.ename}: {exc.evalue}"
+    except DeadKernelError as exc:
+        status, reason, error = "failed", "kernel_died", f"{type(exc).__name__}: {exc}"
+    except Exception as exc:  # noqa: BLE001  cell timeout, papermill I/O: the chapter fails, the run goes on
+        status, reason, error = "failed", "error", f"{type(exc).__name__}: {exc}"
+        if faults.is_no_space(exc):
+            reason, error = (
+                "no_space",
+                f"{getattr(exc, 'filename', None) or out}: no space left on device",
+            )
+    finally:
+        kernels.finished(ch.slug)
+    stopped = kernels.reason(ch.slug) if status == "failed" else None
     seconds = round(time.perf_counter() - t0, 2)
+    if stopped == "timeout":
+        reason = "timeout"
+        error = (
+            f"timed out after {params.run.chapter_timeout_seconds} s "
+            "(key 'run.chapter_timeout_seconds'); the chapter's kernel was stopped"
+        )
+    elif stopped:  # the whole run is stopping: a signal, a full disk
+        why = {"interrupted": "interrupted", "no_space": "out of disk space"}.get(
+            stopped, "stopped"
+        )
+        reason, error = stopped, f"stopped: the run was {why}"
+    elif reason == "kernel_died":
+        error = (
+            "the kernel died (its Python process exited or was killed, e.g. out of memory or "
+            f"os._exit) in cell {cell[0]} of {cell[1]}"
+        )
+    try:
+        if out.is_file():
+            _strip_volatile(out)
+            if reason == "error" and error and error.startswith("PapermillExecutionError"):
+                error = _error_of(out)
+    except OSError as exc:  # the notebook could not be rewritten (a full disk): say so
+        if faults.is_no_space(exc) and reason is None:
+            status, reason, error = "failed", "no_space", f"{out}: no space left on device"
+    if reason == "error" and faults.is_no_space(error):  # a cell's write failed
+        reason, error = "no_space", f"{run.root}: no space left on device (in a cell: {error})"
     printer(
         f"[{ch.number} {ch.slug}] {status} in {seconds:.1f} s" + (f": {error}" if error else "")
     )
+    return _chapter_result(ch, status, reason, error, seconds)
+
+
+def _chapter_result(
+    ch: Chapter, status: str, reason: str | None, error: str | None, seconds: float
+) -> dict[str, Any]:
     return {
         "slug": ch.slug,
         "number": ch.number,
         "title": ch.title,
         "status": status,
+        "reason": reason,
         "seconds": seconds,
         "error": error,
     }
+
+
+def _real_id_map(params: Params, inputs: dict[str, TableSource]) -> Any:
+    """The real-id map alone (a resumed run keeps its prepared data): prepare into a scratch folder."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        con = connect(params.run.duckdb_memory_limit)
+        try:
+            prepare(params, inputs, RunPaths(Path(tmp)), con)
+            return real_ids(con)
+        finally:
+            con.close()
 
 
 def browser_check(run: RunPaths, printer: Callable[[str], None]) -> dict[str, Any]:
@@ -375,6 +500,180 @@ def _point_latest(client_dir: Path, version: str) -> None:
     os.replace(tmp, link)
 
 
+class _ChapterPool:
+    """Chapters on worker threads, watched by the main thread.
+
+    The main thread only waits and watches, so a signal reaches it at once: it stops a chapter
+    past ``run.chapter_timeout_seconds`` and, when the run must stop (a signal, a full disk),
+    every kernel, then waits for the chapters' threads to return.
+    """
+
+    def __init__(
+        self,
+        params: Params,
+        run: RunPaths,
+        printer: _Printer,
+        workers: int,
+        on_result: Callable[[dict[str, Any]], None],
+    ):
+        self.params, self.run, self.printer, self.on_result = params, run, printer, on_result
+        self.kernels = faults.Kernels()
+        self.pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="chapter")
+        self.started: dict[str, float] = {}
+        self.timeout = params.run.chapter_timeout_seconds
+
+    def _execute(self, ch: Chapter) -> dict[str, Any]:
+        self.started[ch.slug] = time.monotonic()
+        return execute_chapter(ch, self.params, self.run, self.printer, self.kernels)
+
+    def run_wave(self, wave: list[Chapter]) -> None:
+        """Execute these chapters (``workers`` at a time) and hand each result to ``on_result``."""
+        futures = {self.pool.submit(self._execute, ch): ch for ch in wave}
+        pending = set(futures)
+        try:
+            while pending:
+                done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    result = fut.result()
+                    self.on_result(result)
+                    if result["reason"] == "no_space":  # every later write would fail too
+                        path = result["error"].split(": no space left on device")[0]
+                        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+                now = time.monotonic()
+                for fut in pending:
+                    ch = futures[fut]
+                    t0 = self.started.get(ch.slug)
+                    if (
+                        t0 is not None
+                        and now - t0 > self.timeout
+                        and not self.kernels.reason(ch.slug)
+                    ):
+                        self.printer(
+                            f"[{ch.number} {ch.slug}] timed out after {self.timeout} s: stopping it"
+                        )
+                        self.kernels.stop(ch.slug, "timeout")
+        except BaseException as exc:
+            self.abort(
+                "interrupted" if isinstance(exc, faults.Signalled) else "no_space", pending, futures
+            )
+            raise
+
+    def abort(self, reason: str, pending: set, futures: dict) -> None:
+        """Stop every kernel, record what the running chapters got to, and return promptly."""
+        with faults.signals(signal.SIG_IGN):  # a second Ctrl-C must not cut the clean-up short
+            self.kernels.stop_all(reason)
+            done, _ = wait(pending, timeout=30)
+            for fut in done:
+                if not fut.cancelled() and fut.exception() is None:
+                    self.on_result(fut.result())
+            self.pool.shutdown(wait=False, cancel_futures=True)
+
+    def close(self) -> None:
+        """Release the worker threads."""
+        self.pool.shutdown(wait=True)
+
+
+def _alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0 or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _resume_command(params_file: str, reports_dir: Path, version: str) -> str:
+    extra = "" if reports_dir == REPORTS_DIR else f" --reports-dir {reports_dir}"
+    return f"crm-report run --params {params_file}{extra} --resume {version}"
+
+
+def _open_run(params: Params, client_dir: Path, reports_dir: Path) -> tuple[RunPaths, str]:
+    """Create ``<client>/<version>/``; an unwritable folder is one clear message."""
+    try:
+        client_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        if faults.is_no_space(exc):
+            raise faults.no_space_error(client_dir, client_dir / "latest", "run again") from None
+        raise faults.not_writable_error(reports_dir, exc) from None
+    version = new_version(params, client_dir)
+    try:
+        run = RunPaths(client_dir / version).make()
+    except OSError as exc:
+        if faults.is_no_space(exc):
+            raise faults.no_space_error(client_dir, client_dir / "latest", "run again") from None
+        raise faults.not_writable_error(client_dir, exc) from None
+    return run, version
+
+
+def _reopen_run(
+    params: Params, params_file: str, client_dir: Path, version: str
+) -> tuple[RunPaths, dict[str, Any]]:
+    """The run folder to resume and its manifest; refuses a run that must not be resumed."""
+    root = client_dir / version
+    path = root / "manifest.json"
+    if not path.is_file():
+        raise RunError(
+            f"{root}: no report run to resume there (no manifest.json); give the version folder "
+            f"of an interrupted run in {client_dir} to --resume"
+        )
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise RunError(
+            f"{path}: cannot read the manifest to resume ({exc}); start a new run"
+        ) from None
+    status = manifest.get("status")
+    if status == "complete":
+        raise RunError(f"{root}: this run is complete; there is nothing to resume")
+    if status == "running" and _alive(manifest.get("pid")):
+        raise RunError(
+            f"{root}: this run is still running (process {manifest['pid']}); wait for it or stop it first"
+        )
+    if manifest.get("params_sha256") != params.fingerprint():
+        raise RunError(
+            f"{params_file}: these params differ from those of the run to resume ({root} was made "
+            f"with {manifest.get('params_file')}); resume with the same params, or start a new run "
+            "without --resume"
+        )
+    return RunPaths(root), manifest
+
+
+def _check_inputs_unchanged(
+    inputs: dict[str, TableSource], manifest: dict[str, Any], root: Path
+) -> None:
+    """Refuse to resume when an input table differs from the one the run started with."""
+    from ..data import sha256_file
+
+    before = manifest.get("inputs") or {}
+    if set(before) != set(inputs):
+        raise RunError(
+            f"{root}: the run to resume read the tables {', '.join(sorted(before))}, these params "
+            f"give {', '.join(sorted(inputs))}; start a new run without --resume"
+        )
+    for table, source in inputs.items():
+        if sha256_file(Path(source.path)) != before[table].get("sha256"):
+            raise RunError(
+                f"{source.path}: this input changed since the run {root} started (sha256 differs, "
+                f"key 'data.{table}'); start a new run without --resume"
+            )
+
+
+def _to_rerun(chapters: list[Chapter], done: set[str]) -> set[str]:
+    """Chapters to execute when resuming: those not done, those reading them, and the summary."""
+    rerun = {c.slug for c in chapters} - done
+    grew = True
+    while grew:
+        grew = False
+        for c in chapters:
+            if c.slug not in rerun and (set(c.reads) & rerun or ("*" in c.reads and rerun)):
+                rerun.add(c.slug)
+                grew = True
+    return rerun
+
+
 def run_report(
     params_path: str | Path | None = None,
     *,
@@ -383,6 +682,7 @@ def run_report(
     reports_dir: Path = REPORTS_DIR,
     progress: Progress = print,
     params: Params | None = None,
+    resume: str | None = None,
 ) -> RunResult:
     """Build one report run end to end.
 
@@ -400,11 +700,23 @@ def run_report(
         Receives one line of progress at a time.
     params
         Already validated parameters (then ``params_path`` is only recorded).
+    resume
+        The version folder of an interrupted (or failed) run to finish: its completed chapters
+        are kept, the others run, then the report is rendered. The params and the input files
+        must be those it started with.
 
     Returns
     -------
     RunResult
         ``ok`` is False when a chapter or the rendering failed (then ``latest`` is unchanged).
+
+    Raises
+    ------
+    RunInterrupted
+        On SIGINT or SIGTERM: every kernel is stopped, the folder's manifest says
+        ``interrupted`` and the message says how to resume.
+    OutputError
+        When the output folder cannot be written or the disk is full.
 
     """
     started = time.perf_counter()
@@ -414,105 +726,261 @@ def run_report(
     chapters = selected(params.run.chapters)
     check_notebook_parameters(chapters, params)
     os.environ["MPLBACKEND"] = INLINE_BACKEND  # kernels inherit it: figures render inline
-
-    client_dir = reports_dir / params.client
-    client_dir.mkdir(parents=True, exist_ok=True)
-    version = new_version(params, client_dir)
-    run = RunPaths(client_dir / version).make()
+    params_file = str(params_path) if params_path else "params/default.yml"
+    reports_dir = Path(reports_dir)
     printer = _Printer(progress)
-    printer(f"run {params.client}/{version} -> {run.root}")
-    manifest: dict[str, Any] = {
-        "client": params.client,
-        "version": version,
-        "status": "running",
-        "created_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "params_file": str(params_path) if params_path else "params/default.yml",
-        "params": params.model_dump(mode="json"),
-        "params_sha256": params.fingerprint(),
-        "packages": package_versions(),
-        "crm_helpers_version": __version__,
-        "git": git_state(),
-        "renderer": None,
-        "chapters": [],
-        "timings": {},
-    }
-    _write_json(run.manifest, manifest)
+    state: dict[str, Any] = {"run": None, "manifest": None}
+
+    def save() -> None:
+        _write_json(state["run"].manifest, state["manifest"])
+
+    cwd = os.getcwd()  # papermill chdirs around each chapter; in threads the restores can cross
+    with faults.signals() as received, _restore_cwd(cwd):
+        try:
+            return _run(
+                params,
+                params_file,
+                chapters,
+                workers,
+                renderer,
+                reports_dir,
+                printer,
+                resume,
+                state,
+                save,
+                started,
+            )
+        except faults.Signalled as sig:
+            raise _interrupted(
+                sig.signum, state, save, params, params_file, reports_dir, printer
+            ) from None
+        except CRMError:
+            raise
+        except Exception as exc:
+            if received.signum is not None:  # e.g. DuckDB turns the signal into its own error
+                raise _interrupted(
+                    received.signum, state, save, params, params_file, reports_dir, printer
+                ) from None
+            run = state["run"]
+            if run is None or not (faults.is_no_space(exc) or faults.is_not_writable(exc)):
+                raise
+            if state["manifest"] is not None:
+                state["manifest"]["status"] = "failed"
+                state["manifest"]["error"] = f"{type(exc).__name__}: {exc}"
+                with contextlib.suppress(OSError):
+                    save()
+            if faults.is_no_space(exc):
+                path = getattr(exc, "filename", None) or run.root
+                hint = "resume with: " + _resume_command(params_file, reports_dir, run.root.name)
+                raise faults.no_space_error(
+                    path, reports_dir / params.client / "latest", hint
+                ) from None
+            raise faults.not_writable_error(run.root, exc) from None
+
+
+@contextlib.contextmanager
+def _restore_cwd(cwd: str) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.chdir(cwd)
+
+
+def _interrupted(
+    signum: int,
+    state: dict[str, Any],
+    save: Callable[[], None],
+    params: Params,
+    params_file: str,
+    reports_dir: Path,
+    printer: _Printer,
+) -> RunInterrupted:
+    """Mark the run folder interrupted and say how to resume."""
+    name = faults.SIGNAL_NAMES.get(signum, str(signum))
+    run, manifest = state["run"], state["manifest"]
+    latest = f"{reports_dir / params.client / 'latest'} is unchanged"
+    if run is None or manifest is None:
+        return RunInterrupted(
+            f"interrupted by {name} before the run folder was written; {latest}", signum
+        )
+    with faults.signals(signal.SIG_IGN):
+        manifest["status"] = "interrupted"
+        manifest["interrupted_by"] = name
+        try:
+            save()
+        except OSError as exc:
+            printer(f"could not mark {run.manifest} interrupted: {exc}")
+    done = sum(c["status"] == "ok" for c in manifest.get("chapters", []))
+    return RunInterrupted(
+        f"interrupted by {name}: {run.root} is incomplete (manifest status 'interrupted', {done} "
+        f"chapter(s) done) and {latest}. Resume with: "
+        + _resume_command(params_file, reports_dir, run.root.name),
+        signum,
+    )
+
+
+def _run(
+    params: Params,
+    params_file: str,
+    chapters: list[Chapter],
+    workers: int,
+    renderer: str,
+    reports_dir: Path,
+    printer: _Printer,
+    resume: str | None,
+    state: dict[str, Any],
+    save: Callable[[], None],
+    started: float,
+) -> RunResult:
+    client_dir = reports_dir / params.client
+    if resume:
+        run, manifest = _reopen_run(params, params_file, client_dir, resume)
+        version = resume
+        state["run"], state["manifest"] = run, manifest
+        printer(f"resuming {params.client}/{version} -> {run.root}")
+        manifest.update(status="running", pid=os.getpid())
+        manifest.pop("interrupted_by", None)
+        manifest.pop("error", None)
+        manifest.setdefault("timings", {})
+    else:
+        run, version = _open_run(params, client_dir, reports_dir)
+        state["run"] = run
+        printer(f"run {params.client}/{version} -> {run.root}")
+        manifest = {
+            "client": params.client,
+            "version": version,
+            "status": "running",
+            "pid": os.getpid(),
+            "created_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "params_file": params_file,
+            "params": params.model_dump(mode="json"),
+            "params_sha256": params.fingerprint(),
+            "packages": package_versions(),
+            "crm_helpers_version": __version__,
+            "git": git_state(),
+            "renderer": None,
+            "chapters": [],
+            "timings": {},
+        }
+        state["manifest"] = manifest
+    try:
+        save()
+    except OSError as exc:
+        if faults.is_no_space(exc):
+            raise
+        raise faults.not_writable_error(run.root, exc) from None
 
     t0 = time.perf_counter()
     inputs = input_sources(params, printer)
     manifest["timings"]["inputs"] = round(time.perf_counter() - t0, 2)
-    t0 = time.perf_counter()
-    printer("preparing data (DuckDB): load, validate, quarantine, identities, features")
-    con = connect(params.run.duckdb_memory_limit)
-    try:
-        prep = prepare(params, inputs, run, con)
-        require_usable(prep, inputs)
-    except DataError:
-        manifest["status"] = "failed"
-        manifest["error"] = "data preparation failed"
-        _write_json(run.manifest, manifest)
-        raise
-    # Real ids stay in memory, for the owner-only action lists (never in the run folder).
-    ids = real_ids(con) if params.privacy.export_real_ids else None
-    con.close()
-    if params.data.source == "demo":
-        write_planted_truth(inputs["transactions"].path.parent, run, pseudonym_key(params))
-    manifest["timings"]["prepare"] = round(time.perf_counter() - t0, 2)
-    manifest["timings"]["prepare_steps"] = prep.seconds
-    manifest["inputs"] = prep.inputs
-    manifest["reconciliation"] = prep.reconciliation
-    manifest["reference_date"] = prep.reference_date
-    manifest["period"] = prep.period
-    manifest["identity"] = prep.identity
-    printer(
-        "prepared: "
-        + "; ".join(
-            f"{t} {r['kept']:,} kept / {r['input']:,}" for t, r in prep.reconciliation.items()
-        )
+    prepared = bool(
+        resume and manifest.get("reconciliation") and (run.prepared / "prepare.json").is_file()
     )
-    _write_json(
-        run.root / "run_info.json",
-        {
-            k: manifest[k]
-            for k in (
-                "client",
-                "version",
-                "params_sha256",
-                "packages",
-                "crm_helpers_version",
-                "git",
-                "inputs",
-                "period",
-                "reference_date",
+    if resume and manifest.get("inputs"):
+        _check_inputs_unchanged(inputs, manifest, run.root)
+    if prepared:
+        printer("prepared data kept from the interrupted run (same params, same inputs)")
+        ids = _real_id_map(params, inputs) if params.privacy.export_real_ids else None
+    else:
+        run.make()
+        t0 = time.perf_counter()
+        printer("preparing data (DuckDB): load, validate, quarantine, identities, features")
+        con = connect(params.run.duckdb_memory_limit)
+        try:
+            prep = prepare(params, inputs, run, con)
+            require_usable(prep, inputs)
+        except DataError:
+            manifest["status"] = "failed"
+            manifest["error"] = "data preparation failed"
+            save()
+            raise
+        # Real ids stay in memory, for the owner-only action lists (never in the run folder).
+        ids = real_ids(con) if params.privacy.export_real_ids else None
+        con.close()
+        if params.data.source == "demo":
+            write_planted_truth(inputs["transactions"].path.parent, run, pseudonym_key(params))
+        manifest["timings"]["prepare"] = round(time.perf_counter() - t0, 2)
+        manifest["timings"]["prepare_steps"] = prep.seconds
+        manifest["inputs"] = prep.inputs
+        manifest["reconciliation"] = prep.reconciliation
+        manifest["reference_date"] = prep.reference_date
+        manifest["period"] = prep.period
+        manifest["identity"] = prep.identity
+        manifest["chapters"] = []  # chapters computed on other prepared data cannot be kept
+        printer(
+            "prepared: "
+            + "; ".join(
+                f"{t} {r['kept']:,} kept / {r['input']:,}" for t, r in prep.reconciliation.items()
             )
-        }
-        | {"privacy": {"min_group_size": params.privacy.min_group_size}},
-    )
+        )
+        _write_json(
+            run.root / "run_info.json",
+            {
+                k: manifest[k]
+                for k in (
+                    "client",
+                    "version",
+                    "params_sha256",
+                    "packages",
+                    "crm_helpers_version",
+                    "git",
+                    "inputs",
+                    "period",
+                    "reference_date",
+                )
+            }
+            | {"privacy": {"min_group_size": params.privacy.min_group_size}},
+        )
+        save()
+
+    # Chapters kept from an interrupted run: done, with their notebook, and reading nothing rerun.
+    results: dict[str, dict[str, Any]] = {}
+    done = {
+        c["slug"]: c
+        for c in manifest.get("chapters", [])
+        if c.get("status") == "ok"
+        and (run.notebooks / f"{c['number']}-{c['slug']}.ipynb").is_file()
+    }
+    rerun = _to_rerun(chapters, set(done))
+    for ch in chapters:
+        if ch.slug not in rerun:
+            results[ch.slug] = done[ch.slug] | {"reused": True}
+    if resume:
+        manifest.setdefault("resumed", []).append(
+            {
+                "utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                "kept": sorted(results),
+                "rerun": [c.slug for c in chapters if c.slug in rerun],
+                "git": git_state(),
+            }
+        )
+        if results:
+            printer(f"chapters kept from the interrupted run: {', '.join(results)}")
+
+    def record(result: dict[str, Any]) -> None:
+        results[result["slug"]] = result
+        manifest["chapters"] = [results[c.slug] for c in chapters if c.slug in results]
+        save()
 
     # 00 first, independent chapters in parallel, 99 last.
     first = [c for c in chapters if c.slug == FIRST]
     middle = [c for c in chapters if c.slug not in (FIRST, LAST)]
     last = [c for c in chapters if c.slug == LAST]
-    results: dict[str, dict[str, Any]] = {}
     t0 = time.perf_counter()
-    for ch in first:
-        results[ch.slug] = execute_chapter(ch, params, run, printer)
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for wave in waves(middle):  # a chapter runs after the chapters whose artifacts it reads
-            for ch, res in zip(
-                wave,
-                pool.map(lambda c: execute_chapter(c, params, run, printer), wave),
-                strict=True,
-            ):
-                results[ch.slug] = res
-    # What the summary may know of the other chapters (no timings: artifacts stay reproducible).
-    status = [
-        {k: results[c.slug][k] for k in ("slug", "title", "status", "error")}
-        for c in first + middle
-    ]
-    _write_json(run.artifacts / "_status.json", {"chapters": status})
-    for ch in last:
-        results[ch.slug] = execute_chapter(ch, params, run, printer)
+    pool = _ChapterPool(params, run, printer, workers, record)
+    try:
+        for wave in [first, *waves(middle)]:  # a chapter runs after those whose artifacts it reads
+            pool.run_wave([c for c in wave if c.slug in rerun])
+        # What the summary may know of the other chapters (no timings: artifacts stay reproducible).
+        status = [
+            {k: results[c.slug][k] for k in ("slug", "title", "status", "error")}
+            for c in first + middle
+        ]
+        _write_json(run.artifacts / "_status.json", {"chapters": status})
+        pool.run_wave([c for c in last if c.slug in rerun])
+    finally:
+        pool.close()
     manifest["chapters"] = [results[c.slug] for c in chapters]
     manifest["timings"]["chapters"] = round(time.perf_counter() - t0, 2)
     restricted = None
@@ -534,6 +1002,8 @@ def run_report(
         manifest["renderer"] = used
         render_error = None
     except Exception as exc:  # noqa: BLE001  the run is recorded as failed, never as latest
+        if faults.is_no_space(exc):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(run.root)) from exc
         render_error = f"{type(exc).__name__}: {exc}"
         printer(f"rendering failed: {render_error}")
     manifest["timings"]["render"] = round(time.perf_counter() - t0, 2)
@@ -546,7 +1016,7 @@ def run_report(
     manifest["status"] = "complete" if ok else "failed"
     if render_error:
         manifest["render_error"] = render_error
-    _write_json(run.manifest, manifest)
+    save()
     if ok:
         _point_latest(client_dir, version)
         printer(f"done in {manifest['timings']['total']:.1f} s: {run.html} and {run.pdf}")

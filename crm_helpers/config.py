@@ -736,9 +736,14 @@ class Params(_Strict):
         return today or dt.datetime.now(dt.UTC).date()
 
     def fingerprint(self) -> str:
-        """A stable sha256 of the resolved parameters; the report version (a folder name) is left out."""
+        """A stable sha256 of the resolved parameters.
+
+        Where outputs go is left out (the report version, a folder name, and the restricted
+        folder): they do not change a number of the report.
+        """
         data = self.model_dump(mode="json")
         data["report"].pop("version", None)
+        data["privacy"].pop("restricted_dir", None)
         blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()
 

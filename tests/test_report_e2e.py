@@ -347,7 +347,7 @@ def test_every_pdf_page_rendered_keeps_its_margins_clear_and_carries_header_and_
     pages = sorted(tmp_path.glob("p-*.png"))
     assert len(pages) == len(reader.pages) >= 10
     for i, png in enumerate(pages, start=1):
-        ink = np.asarray(Image.open(png)) < 200  # dark pixels
+        ink = np.asarray(Image.open(png).convert("L")) < 200  # dark pixels
         h, w = ink.shape
         edge_x, edge_y = max(2, w * 6 // 100), max(2, h * 3 // 100)  # about 1.2 cm and 0.9 cm
         for name, strip in (

@@ -43,6 +43,7 @@ import duckdb
 
 from . import features
 from .config import CANONICAL_COLUMNS, TABLES, Params, TableSource
+from .engine import SparkConnection, SparkEngineError
 from .errors import DataError, ParamsError
 from .paths import RunPaths
 
@@ -378,6 +379,55 @@ def _read_csv_headerless(
     return rel
 
 
+def _reader(
+    con: duckdb.DuckDBPyConnection, table: str, path: Path, fmt: str, source: TableSource
+) -> tuple[str, int | None]:
+    """Open the file in DuckDB: the relation to select from and the blank lines skipped (or None)."""
+    if fmt == "baskets":
+        return _read_baskets(con, table, path, source)
+    if fmt == "csv" and source.delimiter == WHITESPACE:
+        return _read_whitespace(con, table, path, source)
+    if fmt == "csv" and not source.header:
+        return _read_csv_headerless(con, table, path, source), None
+    if fmt == "csv":
+        opts = ["all_varchar = true", "header = true"]
+        if source.delimiter:
+            opts.append(f"delim = {_lit(source.delimiter)}")
+        return f"read_csv({_lit(str(path))}, {', '.join(opts)})", None
+    if fmt == "parquet":
+        return f"read_parquet({_lit(str(path))})", None
+    # Excel: DuckDB's excel extension is not installable offline, so read with openpyxl
+    return _register_excel(con, table, path, source), None
+
+
+def _sniff_delimiter(path: Path) -> str:
+    """The delimiter DuckDB's CSV sniffer finds (the same one the DuckDB engine uses)."""
+    with duckdb.connect(":memory:") as local:
+        return local.execute(f"SELECT Delimiter FROM sniff_csv({_lit(str(path))})").fetchone()[0]
+
+
+def _spark_source(
+    con: SparkConnection, table: str, path: Path, fmt: str, source: TableSource
+) -> tuple[str, int | None]:
+    """Register the file as the Spark view ``_file_<table>`` with its row number ``_row`` first.
+
+    CSV files with a header line and Parquet files are read by Spark itself (in parallel, from
+    any path Spark reaches). The other formats (whitespace-separated or header-less text, basket
+    files, Excel) go through the DuckDB readers above on the driver, with the same checks and
+    errors, and are handed to Spark as Arrow.
+    """
+    view = f"_file_{table}"
+    if fmt == "parquet" or (fmt == "csv" and source.header and source.delimiter != WHITESPACE):
+        delim = source.delimiter or (_sniff_delimiter(path) if fmt == "csv" else ",")
+        return con.read_file(view, path, fmt, delimiter=delim), None
+    with connect() as local:
+        rel, blank_lines = _reader(local, table, path, fmt, source)
+        numbered = local.execute(
+            f"SELECT row_number() OVER () AS _row, * FROM {rel}"
+        ).to_arrow_table()
+    return con.from_arrow(view, numbered), blank_lines
+
+
 def register_raw(con: duckdb.DuckDBPyConnection, table: str, source: TableSource) -> dict[str, Any]:
     """Create the view ``raw_<table>``: canonical column names, every value as text, plus ``_row``.
 
@@ -395,26 +445,19 @@ def register_raw(con: duckdb.DuckDBPyConnection, table: str, source: TableSource
     path = Path(source.path)
     fmt = _fmt(path, source)
     _check_options(table, source, fmt)
-    blank_lines: int | None = None
+    # The file's row number: DuckDB numbers rows in the file's order; a Spark view carries it.
+    row_sql = "row_number() OVER ()"
     try:
-        if fmt == "baskets":
-            rel, blank_lines = _read_baskets(con, table, path, source)
-        elif fmt == "csv" and source.delimiter == WHITESPACE:
-            rel, blank_lines = _read_whitespace(con, table, path, source)
-        elif fmt == "csv" and not source.header:
-            rel = _read_csv_headerless(con, table, path, source)
-        elif fmt == "csv":
-            opts = ["all_varchar = true", "header = true"]
-            if source.delimiter:
-                opts.append(f"delim = {_lit(source.delimiter)}")
-            rel = f"read_csv({_lit(str(path))}, {', '.join(opts)})"
-        elif fmt == "parquet":
-            rel = f"read_parquet({_lit(str(path))})"
-        else:  # Excel: DuckDB's excel extension is not installable offline, so read with openpyxl
-            rel = _register_excel(con, table, path, source)
+        if isinstance(con, SparkConnection):
+            rel, blank_lines = _spark_source(con, table, path, fmt, source)
+            row_sql = "_row"
+        else:
+            rel, blank_lines = _reader(con, table, path, fmt, source)
         cols = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {rel}").fetchall()]
-    except (duckdb.Error, ValueError, OSError) as exc:
+    except (duckdb.Error, SparkEngineError, ValueError, OSError) as exc:
         raise DataError(f"{path}: cannot read the {table} table as {fmt}: {exc}") from None
+    if row_sql == "_row":
+        cols = cols[1:]  # the view's own row number
 
     spec = CANONICAL_COLUMNS[table]
     mapping = {c: source.columns.get(c, c) for c in spec["required"] + spec["optional"]}
@@ -426,7 +469,7 @@ def register_raw(con: duckdb.DuckDBPyConnection, table: str, source: TableSource
                 f"data.{table}.order_id_from_row is set: remove order_id_from_row"
             )
         del mapping["order_id"]
-        derived["order_id"] = "CAST(row_number() OVER () AS VARCHAR)"
+        derived["order_id"] = f"CAST({row_sql} AS VARCHAR)"
     basket_only = table == "transactions" and (source.basket_only or fmt == "baskets")
     required = ["order_id"] if basket_only else spec["required"]
     missing = [
@@ -467,7 +510,7 @@ def register_raw(con: duckdb.DuckDBPyConnection, table: str, source: TableSource
     )
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE raw_{table} AS "
-        f"SELECT CAST(row_number() OVER () AS BIGINT) AS _row, {select} FROM {rel}"
+        f"SELECT CAST({row_sql} AS BIGINT) AS _row, {select} FROM {rel}"
     )
     n = con.execute(f"SELECT count(*) FROM raw_{table}").fetchone()[0]
     if n == 0:
@@ -900,7 +943,10 @@ def _unified_customers(
                 f"CAST(floor(date_diff('day', min(c.birth_date_d), DATE {ref}) / 365.25) AS INTEGER) AS age"
             )
         elif "age" in cols:
-            attrs.append("CAST(round(any_value(c.age_n ORDER BY c._row)) AS INTEGER) AS age")
+            # the first age given (in file order) of the merged ids
+            attrs.append(
+                "CAST(round(arg_min(c.age_n, c._row) FILTER (WHERE c.age_n IS NOT NULL)) AS INTEGER) AS age"
+            )
         for c in ("gender", "region"):
             if c in cols:
                 attrs.append(f"arg_min(c.{c}, c._row) FILTER (WHERE c.{c} IS NOT NULL) AS {c}")

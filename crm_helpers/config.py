@@ -273,8 +273,46 @@ class ReportParams(_Strict):
     )
 
 
+#: Spark master URLs: local mode, a standalone cluster, YARN, Kubernetes, Spark Connect.
+_SPARK_MASTER = r"^(local(\[(\*|[1-9][0-9]*)(,[0-9]+)?\])?|yarn|(spark|k8s|mesos|sc)://\S+)$"
+
+
+class SparkParams(_Strict):
+    """The SparkSession of ``run.engine: spark`` (ignored with DuckDB)."""
+
+    master: str | None = Field(
+        None,
+        pattern=_SPARK_MASTER,
+        description="Master URL: local[*], local[N], spark://host:7077, yarn, k8s://https://host; "
+        "null = the environment variable SPARK_MASTER, else local[*].",
+    )
+    conf: dict[str, str | int | float | bool] = Field(
+        default_factory=dict,
+        description="Spark settings (spark.executor.memory, spark.sql.shuffle.partitions, ...); "
+        "they win over spark-defaults.conf and the environment.",
+    )
+
+    @field_validator("conf")
+    @classmethod
+    def _conf_keys(cls, v: dict[str, Any]) -> dict[str, Any]:
+        fixed = {"spark.sql.timestampType", "spark.sql.session.timeZone", "spark.master"}
+        for key in v:
+            if not key.startswith("spark."):
+                raise ValueError(f"Spark setting {key!r} must start with 'spark.'")
+            if key in fixed:
+                raise ValueError(
+                    f"Spark setting {key!r} cannot be set here "
+                    + (
+                        "(use run.spark.master)"
+                        if key == "spark.master"
+                        else "(the preparation fixes it so that results equal DuckDB's)"
+                    )
+                )
+        return v
+
+
 class RunParams(_Strict):
-    """Execution of the chapter notebooks."""
+    """Execution of the preparation and of the chapter notebooks."""
 
     workers: int = Field(2, ge=1, le=32, description="Chapters executed in parallel.")
     chapters: list[str] | None = Field(
@@ -285,6 +323,14 @@ class RunParams(_Strict):
     )
     duckdb_memory_limit: str | None = Field(
         None, description="DuckDB memory_limit (e.g. '4GB'); null = DuckDB's default."
+    )
+    engine: Literal["duckdb", "spark"] = Field(
+        "duckdb",
+        description="Engine of the data preparation: duckdb (embedded) or spark (a SparkSession: "
+        "run.spark).",
+    )
+    spark: SparkParams = Field(
+        default_factory=SparkParams, description="The SparkSession of engine spark."
     )
 
 

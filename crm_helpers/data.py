@@ -124,6 +124,16 @@ def connect(
     return con
 
 
+def engine_connection(params: Params):
+    """The connection of ``run.engine``: DuckDB in memory, or a :class:`SparkConnection`.
+
+    Close it after :func:`prepare` (a Spark connection stops the session it started).
+    """
+    if params.run.engine == "spark":
+        return SparkConnection.start(params.run.spark.master, params.run.spark.conf)
+    return connect(params.run.duckdb_memory_limit, None)
+
+
 def pseudonym_key(params: Params) -> str:
     """The secret of the keyed hash: from ``privacy.key_env``; a documented default for the demo."""
     key = os.environ.get(params.privacy.key_env)
@@ -422,9 +432,7 @@ def _spark_source(
         return con.read_file(view, path, fmt, delimiter=delim), None
     with connect() as local:
         rel, blank_lines = _reader(local, table, path, fmt, source)
-        numbered = local.execute(
-            f"SELECT row_number() OVER () AS _row, * FROM {rel}"
-        ).to_arrow_table()
+        numbered = local.sql(f"SELECT row_number() OVER () AS _row, * FROM {rel}").to_arrow_table()
     return con.from_arrow(view, numbered), blank_lines
 
 
@@ -757,7 +765,8 @@ def prepare(
         The run folder; writes ``prepared/*.parquet``, ``quarantine/*.parquet`` and
         ``prepared/prepare.json``.
     con
-        A DuckDB connection (a new in-memory one when None).
+        A DuckDB connection or a :class:`~crm_helpers.engine.SparkConnection` (None = a new
+        connection of ``run.engine``, closed when done).
     today
         The run date, used as the latest valid date for client files without
         ``cleaning.max_valid_date``.
@@ -769,7 +778,12 @@ def prepare(
     """
     if "transactions" not in inputs:
         raise DataError("no transactions table given: it is the one required input")
-    con = con or connect(params.run.duckdb_memory_limit)
+    if con is None:
+        con = engine_connection(params)
+        try:
+            return prepare(params, inputs, run, con, today=today)
+        finally:
+            con.close()
     run.make()
     con.execute("SET VARIABLE crm_key = ?", [pseudonym_key(params)])
     max_date = params.max_valid_date(today)

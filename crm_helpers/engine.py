@@ -61,7 +61,7 @@ def spark_session(
     app_name: str = "crm-report",
     log_level: str = "ERROR",
 ):
-    """A SparkSession for the preparation (one per process; an active session is reused).
+    """A SparkSession for the preparation (one per process: a running one is reused as it is).
 
     Parameters
     ----------
@@ -77,8 +77,23 @@ def spark_session(
         Spark's log level (ERROR keeps notebooks and the console readable).
 
     """
-    from pyspark.sql import SparkSession
+    import warnings
 
+    from pyspark import SparkContext
+
+    with warnings.catch_warnings():
+        # PySpark 4.3 warns that pandas 3 is "not yet fully supported"; the preparation hands
+        # Spark Arrow tables, not pandas frames, and tests/test_spark.py checks its results.
+        warnings.filterwarnings(
+            "ignore", "PySpark does not yet fully support pandas", FutureWarning
+        )
+        from pyspark.sql import SparkSession
+
+    if SparkContext._active_spark_context is not None:  # a session of this process: reuse it
+        spark = SparkSession.builder.getOrCreate()
+        for k, v in FIXED_CONF.items():
+            spark.conf.set(k, v)
+        return spark
     builder = SparkSession.builder.appName(app_name).master(spark_master(master))
     settings = {**DEFAULT_CONF, **{k: str(v) for k, v in (conf or {}).items()}, **FIXED_CONF}
     for k, v in settings.items():
@@ -96,8 +111,11 @@ def _conf_value(v: str) -> str:
 
 # ----------------------------------------------------------------------------------- transpile
 def _java_pattern(strftime: str) -> str:
-    """A DuckDB (strftime) date format as a Spark (Java) pattern that, like DuckDB, also reads
-    numbers without their leading zero where a separator follows (``1/2/2024`` for ``%d/%m/%Y``)."""
+    """A DuckDB (strftime) date format as a Spark (Java) pattern.
+
+    Like DuckDB, the pattern also reads numbers without their leading zero where a separator
+    follows (``1/2/2024`` for ``%d/%m/%Y``).
+    """
     from sqlglot.dialects.spark import Spark
     from sqlglot.time import format_time
 
@@ -156,7 +174,9 @@ class _Result:
 
     def _all(self) -> list[tuple]:
         if self._rows is None:
-            self._rows = [tuple(r) for r in self._frame.collect()] if self._frame is not None else []
+            self._rows = (
+                [tuple(r) for r in self._frame.collect()] if self._frame is not None else []
+            )
         return self._rows
 
     def fetchone(self) -> tuple | None:
@@ -192,9 +212,18 @@ class SparkConnection:
 
     engine = "spark"
 
-    def __init__(self, spark):
+    def __init__(self, spark, *, owns_session: bool = False):
         self.spark = spark
+        self.owns_session = owns_session  # close() stops the session it started
         self._tables: dict[str, Any] = {}  # temp view name -> materialised DataFrame
+
+    @classmethod
+    def start(cls, master: str | None = None, conf: Mapping[str, Any] | None = None):
+        """A connection on a new SparkSession (or on the running one, which it then leaves running)."""
+        from pyspark import SparkContext
+
+        running = SparkContext._active_spark_context is not None
+        return cls(spark_session(master, conf), owns_session=not running)
 
     # -------------------------------------------------------------------------- statements
     def execute(self, sql: str, parameters: Sequence[Any] | None = None) -> _Result:
@@ -275,7 +304,9 @@ class SparkConnection:
         import pyarrow.parquet as pq
         from sqlglot import exp
 
-        fmt = {str(p.this).lower(): str(p.expression).lower() for p in node.args.get("params") or []}
+        fmt = {
+            str(p.this).lower(): str(p.expression).lower() for p in node.args.get("params") or []
+        }
         if fmt.get("format") != "parquet":
             raise SparkEngineError("COPY on Spark writes Parquet only")
         query = node.this.this if isinstance(node.this, exp.Subquery) else node.this
@@ -343,16 +374,21 @@ class SparkConnection:
         return name
 
     def close(self) -> None:
-        """Drop the views and cached tables of this connection (the session stays)."""
+        """Drop the views and cached tables; stop the session if this connection started it."""
         for name, df in self._tables.items():
             self.spark.catalog.dropTempView(name)
             df.unpersist()
         self._tables.clear()
+        if self.owns_session:
+            self.spark.stop()
 
 
 def _with_row_number(df):
-    """``df`` with ``_row`` first (1-based, partition order then in-partition order), and the
-    checkpointed frame it was computed from (unpersist it once the result is materialised)."""
+    """``df`` with ``_row`` first (1-based, partition order then in-partition order).
+
+    Also returns the checkpointed frame it was computed from: unpersist it once the result is
+    materialised.
+    """
     from pyspark.sql import functions as F
 
     cols = df.columns

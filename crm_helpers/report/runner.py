@@ -29,7 +29,7 @@ from papermill.engines import NBClientEngine, papermill_engines
 from .. import __version__
 from ..chapters import FIRST, LAST, Chapter, selected
 from ..config import TABLES, Params, TableSource, chapter_parameters, load_params
-from ..data import connect, prepare, pseudonym_key, pseudonymise
+from ..data import prepare, pseudonym_key, pseudonymise
 from ..errors import DataError, RunError
 from ..paths import DEMO_DATA_DIR, PROJECT_ROOT, REPORTS_DIR, RunPaths
 from . import render
@@ -421,9 +421,10 @@ def run_report(
     inputs = input_sources(params, printer)
     manifest["timings"]["inputs"] = round(time.perf_counter() - t0, 2)
     t0 = time.perf_counter()
-    printer("preparing data (DuckDB): load, validate, quarantine, identities, features")
+    engine = {"duckdb": "DuckDB", "spark": "Spark"}[params.run.engine]
+    printer(f"preparing data ({engine}): load, validate, quarantine, identities, features")
     try:
-        prep = prepare(params, inputs, run, connect(params.run.duckdb_memory_limit))
+        prep = prepare(params, inputs, run)
     except DataError:
         manifest["status"] = "failed"
         manifest["error"] = "data preparation failed"

@@ -98,10 +98,27 @@ class DemoParams(_Strict):
         return self.start_date.replace(year=self.start_date.year + self.years) - dt.timedelta(1)
 
 
+#: A URI with a scheme (s3a://, hdfs://, gs://, abfss://, file://): a path only Spark reads.
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+class RemotePath(str):
+    """A file URI that Spark reads (``s3a://bucket/sales.parquet``); never opened locally."""
+
+    @property
+    def name(self) -> str:
+        """The last segment, like :attr:`pathlib.Path.name`."""
+        return self.rstrip("/").rsplit("/", 1)[-1]
+
+
 class TableSource(_Strict):
     """Where one input table lives and how its columns map onto the canonical names."""
 
-    path: Path = Field(description="CSV, Parquet or Excel file; relative to the params file.")
+    path: Path | str = Field(
+        description="CSV, Parquet or Excel file; relative to the params file. With run.engine "
+        "spark also a URI Spark reads (s3a://, hdfs://, gs://, abfss://, file://) of a CSV file "
+        "with a header line or of Parquet."
+    )
     format: Literal["auto", "csv", "parquet", "excel", "baskets"] = Field(
         "auto",
         description="File format; auto = from the file extension. baskets = a text file with one "
@@ -152,9 +169,18 @@ class TableSource(_Strict):
         "unit_price = total / quantity and amount = the total exactly.",
     )
 
+    @field_validator("path", mode="before")
+    @classmethod
+    def _local_or_uri(cls, v: Any) -> Any:
+        if isinstance(v, str) and not _URI.match(v):
+            return Path(v)
+        return v
+
     @field_validator("path")
     @classmethod
-    def _path_exists(cls, v: Path) -> Path:
+    def _path_exists(cls, v: Path | str) -> Path | RemotePath:
+        if isinstance(v, str):
+            return RemotePath(v)  # only Spark can tell whether it exists
         if not Path(v).is_file():
             raise ValueError(f"data file not found: {v}")
         return v
@@ -793,6 +819,8 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
     for table in TABLES:
         src = data.get(table)
         if isinstance(src, dict) and isinstance(src.get("path"), str):
+            if _URI.match(src["path"]):
+                continue
             p = Path(os.path.expandvars(os.path.expanduser(src["path"])))
             src["path"] = str(p if p.is_absolute() else (base / p).resolve())
     return raw

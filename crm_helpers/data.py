@@ -42,7 +42,7 @@ from typing import Any
 import duckdb
 
 from . import features
-from .config import CANONICAL_COLUMNS, TABLES, Params, TableSource
+from .config import CANONICAL_COLUMNS, TABLES, Params, RemotePath, TableSource
 from .engine import SparkConnection, SparkEngineError
 from .errors import DataError, ParamsError
 from .paths import RunPaths
@@ -417,7 +417,7 @@ def _sniff_delimiter(path: Path) -> str:
 
 
 def _spark_source(
-    con: SparkConnection, table: str, path: Path, fmt: str, source: TableSource
+    con: SparkConnection, table: str, path: Path | RemotePath, fmt: str, source: TableSource
 ) -> tuple[str, int | None]:
     """Register the file as the Spark view ``_file_<table>`` with its row number ``_row`` first.
 
@@ -427,9 +427,18 @@ def _spark_source(
     errors, and are handed to Spark as Arrow.
     """
     view = f"_file_{table}"
+    remote = isinstance(path, RemotePath)
     if fmt == "parquet" or (fmt == "csv" and source.header and source.delimiter != WHITESPACE):
-        delim = source.delimiter or (_sniff_delimiter(path) if fmt == "csv" else ",")
+        # DuckDB's sniffer reads local files only: a URI's CSV is comma-separated unless given
+        sniff = fmt == "csv" and source.delimiter is None and not remote
+        delim = _sniff_delimiter(path) if sniff else (source.delimiter or ",")
         return con.read_file(view, path, fmt, delimiter=delim), None
+    if remote:
+        raise DataError(
+            f"{path}: key 'data.{table}.path': Spark reads CSV files with a header line and "
+            f"Parquet files from a URI; this {fmt} file is read on the driver: give a local path, "
+            "or convert it to Parquet"
+        )
     with connect() as local:
         rel, blank_lines = _reader(local, table, path, fmt, source)
         numbered = local.sql(f"SELECT row_number() OVER () AS _row, * FROM {rel}").to_arrow_table()
@@ -450,9 +459,15 @@ def register_raw(con: duckdb.DuckDBPyConnection, table: str, source: TableSource
         column is missing, or an option does not apply to the table or format.
 
     """
-    path = Path(source.path)
+    remote = isinstance(source.path, RemotePath)
+    path = source.path if remote else Path(source.path)
     fmt = _fmt(path, source)
     _check_options(table, source, fmt)
+    if remote and not isinstance(con, SparkConnection):
+        raise DataError(
+            f"{path}: key 'data.{table}.path' is a URI, which only the Spark engine reads: set "
+            "run.engine: spark, or give a local path"
+        )
     # The file's row number: DuckDB numbers rows in the file's order; a Spark view carries it.
     row_sql = "row_number() OVER ()"
     try:
@@ -528,7 +543,7 @@ def register_raw(con: duckdb.DuckDBPyConnection, table: str, source: TableSource
         "path": str(path),
         "format": fmt,
         "rows": int(n),
-        "sha256": sha256_file(path),
+        "sha256": None if remote else sha256_file(path),  # a URI is not read through the driver
         "columns": sorted([*present, *derived]),
         "ignored_columns": extra,
     }

@@ -21,7 +21,7 @@ from crm_helpers.paths import DEFAULT_PARAMS, PARAMS_DIR, RunPaths
 from crm_helpers.report.runner import input_sources
 
 from . import test_data as crafted
-from .conftest import write
+from .conftest import SHARED_DATA, write
 
 pytest.importorskip("pyspark")
 
@@ -237,3 +237,75 @@ def test_spark_params_are_validated(tmp_path):
         text = base + bad if "engine:" not in bad else f"extends: {DEFAULT_PARAMS}\nrun:\n" + bad
         with pytest.raises(ParamsError, match=match):
             load_params(write(tmp_path / "bad.yml", text))
+
+
+# ------------------------------------------------------------------------- FP-growth (04)
+@pytest.mark.parametrize(
+    ("support", "confidence", "itemsets", "rules"),
+    [(0.001, 0.8, 13_492, 410), (0.005, 0.25, 1_001, 663), (0.01, 0.5, 333, 15)],
+)
+def test_spark_fpgrowth_on_groceries_equals_r_arules_and_mlxtend(
+    spark, support, confidence, itemsets, rules
+):
+    from crm_helpers.models import basket
+
+    groceries = basket.read_basket_file(str(SHARED_DATA / "groceries" / "groceries.csv"))
+    on_spark = basket.mine(groceries, min_support=support, min_confidence=confidence, spark=spark)
+    local = basket.mine(groceries, min_support=support, min_confidence=confidence)
+    assert on_spark["n"] == 9835
+    assert (len(on_spark["itemsets"]), len(on_spark["rules"])) == (itemsets, rules)  # R arules
+    pd.testing.assert_frame_equal(on_spark["itemsets"], local["itemsets"])
+    pd.testing.assert_frame_equal(on_spark["rules"], local["rules"])
+
+
+def test_spark_fpgrowth_caps_the_itemset_length(spark):
+    from crm_helpers.models import basket
+
+    baskets = [["a", "b", "c"]] * 3 + [["a", "b"]] * 2 + [["c"]]
+    got = basket.frequent_itemsets_spark(spark, baskets, min_support=0.5, max_len=2)
+    assert got["itemset"].map(len).max() == 2
+    # a:5, b:5, ab:5, c:4, ac:3, bc:3 (abc:3 has length 3); ceil(0.5 * 6) = 3
+    assert dict(
+        zip(got["itemset"].map(lambda s: "".join(sorted(s))), got["count"], strict=True)
+    ) == {
+        "a": 5,
+        "ab": 5,
+        "b": 5,
+        "c": 4,
+        "ac": 3,
+        "bc": 3,
+    }
+
+
+# ----------------------------------------------------------------------------- URIs (s3a://)
+def test_uri_inputs_are_read_by_spark_only(tmp_path, spark):
+    from crm_helpers.errors import DataError
+
+    p = crafted._params(tmp_path)
+    local = {t: getattr(p.data, t) for t in ("transactions", "customers", "feedback", "events")}
+    uris = {
+        t: TableSource(**(s.model_dump() | {"path": Path(s.path).as_uri()}))
+        for t, s in local.items()
+    }
+    assert str(uris["transactions"].path).startswith("file:///")
+    duck = RunPaths(tmp_path / "duckdb")
+    prepare(p, local, duck)
+    con = SparkConnection(spark)
+    try:
+        res = prepare(p, uris, on_spark := RunPaths(tmp_path / "spark"), con)
+    finally:
+        con.close()
+    assert res.inputs["transactions"]["sha256"] is None  # not read through the driver
+    assert res.inputs["transactions"]["file"] == "tx.csv"
+    assert_same_tables(duck.root, on_spark.root)
+    with pytest.raises(DataError, match=r"tx.csv: key 'data.transactions.path' is a URI"):
+        prepare(p, uris, RunPaths(tmp_path / "refused"))  # DuckDB
+    ws = write(tmp_path / "ws.txt", crafted.WS)
+    src = crafted._ws_source(ws).model_dump() | {"path": ws.as_uri()}
+    with pytest.raises(DataError, match="Spark reads CSV files with a header line and Parquet"):
+        prepare(
+            p,
+            {"transactions": TableSource(**src)},
+            RunPaths(tmp_path / "ws"),
+            SparkConnection(spark),
+        )

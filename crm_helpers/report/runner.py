@@ -30,6 +30,7 @@ from .. import __version__
 from ..chapters import FIRST, LAST, Chapter, selected
 from ..config import TABLES, Params, TableSource, chapter_parameters, load_params
 from ..data import prepare, pseudonym_key, pseudonymise
+from ..engine import spark_master
 from ..errors import DataError, RunError
 from ..paths import DEMO_DATA_DIR, PROJECT_ROOT, REPORTS_DIR, RunPaths
 from . import render
@@ -194,8 +195,19 @@ def check_notebook_parameters(chapters: list[Chapter], params: Params) -> None:
 
 
 def notebook_parameters(ch: Chapter, params: Params, run_dir: Path) -> dict[str, Any]:
-    """What papermill injects into a chapter: the run folder and its ``chapters.<slug>`` block."""
-    return {"run_dir": str(run_dir), "seed": params.seed} | chapter_parameters(params, ch.slug)
+    """What papermill injects into a chapter: the run folder and its ``chapters.<slug>`` block.
+
+    A chapter that ``uses_engine`` also gets the engine and the Spark master and settings.
+    """
+    engine: dict[str, Any] = {}
+    if ch.uses_engine:
+        engine = {
+            "engine": params.run.engine,
+            "spark_master": spark_master(params.run.spark.master),
+            "spark_conf": {k: str(v) for k, v in params.run.spark.conf.items()},
+        }
+    base = {"run_dir": str(run_dir), "seed": params.seed}
+    return base | engine | chapter_parameters(params, ch.slug)
 
 
 def _strip_volatile(path: Path) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,9 @@ DEFAULT_CONF: dict[str, str] = {
     "spark.sql.execution.arrow.pyspark.enabled": "true",
 }
 
+#: Column that receives a CSV line whose fields do not match the header.
+_CORRUPT = "_crm_corrupt_record"
+
 #: Environment variable read for the master URL when ``run.spark.master`` is null.
 MASTER_ENV = "SPARK_MASTER"
 DEFAULT_MASTER = "local[*]"
@@ -48,6 +52,20 @@ DEFAULT_MASTER = "local[*]"
 
 class SparkEngineError(RuntimeError):
     """A statement failed on Spark (the message is Spark's first line)."""
+
+
+def _import_pyspark() -> None:
+    """Import PySpark without its warning that pandas 3 is "not yet fully supported".
+
+    The warning would land in the chapter notebooks. The engine hands Spark Arrow tables, not
+    pandas frames, and tests/test_spark.py checks that its results equal DuckDB's.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", "PySpark does not yet fully support pandas", FutureWarning
+        )
+        import pyspark.sql  # noqa: F401
+        import pyspark.testing.utils  # noqa: F401  (where the check runs, once per process)
 
 
 def spark_master(configured: str | None) -> str:
@@ -77,17 +95,9 @@ def spark_session(
         Spark's log level (ERROR keeps notebooks and the console readable).
 
     """
-    import warnings
-
+    _import_pyspark()
     from pyspark import SparkContext
-
-    with warnings.catch_warnings():
-        # PySpark 4.3 warns that pandas 3 is "not yet fully supported"; the preparation hands
-        # Spark Arrow tables, not pandas frames, and tests/test_spark.py checks its results.
-        warnings.filterwarnings(
-            "ignore", "PySpark does not yet fully support pandas", FutureWarning
-        )
-        from pyspark.sql import SparkSession
+    from pyspark.sql import SparkSession
 
     if SparkContext._active_spark_context is not None:  # a session of this process: reuse it
         spark = SparkSession.builder.getOrCreate()
@@ -95,7 +105,14 @@ def spark_session(
             spark.conf.set(k, v)
         return spark
     builder = SparkSession.builder.appName(app_name).master(spark_master(master))
-    settings = {**DEFAULT_CONF, **{k: str(v) for k, v in (conf or {}).items()}, **FIXED_CONF}
+    log_conf = Path(__file__).parent / "assets" / "spark-log4j2.properties"
+    quiet = {"spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile=file:{log_conf}"}
+    settings = {
+        **DEFAULT_CONF,
+        **quiet,
+        **{k: str(v) for k, v in (conf or {}).items()},
+        **FIXED_CONF,
+    }
     for k, v in settings.items():
         builder = builder.config(k, _conf_value(v))
     spark = builder.getOrCreate()
@@ -220,6 +237,7 @@ class SparkConnection:
     @classmethod
     def start(cls, master: str | None = None, conf: Mapping[str, Any] | None = None):
         """A connection on a new SparkSession (or on the running one, which it then leaves running)."""
+        _import_pyspark()
         from pyspark import SparkContext
 
         running = SparkContext._active_spark_context is not None
@@ -345,28 +363,48 @@ class SparkConnection:
         """
         from pyspark.errors import PySparkException
 
-        reader = self.spark.read
         try:
             if fmt == "csv":
-                df = reader.options(
-                    header=True,
-                    inferSchema=False,
-                    sep=delimiter,
-                    quote='"',
-                    escape='"',
-                    mode="PERMISSIVE",
-                    encoding="UTF-8",
-                ).csv(str(path))
+                opts = {"header": True, "sep": delimiter, "quote": '"', "escape": '"'}
+                header = self.spark.read.options(**opts).csv(str(path)).columns
+                # every value as text; a line with more or fewer fields lands in _corrupt
+                schema = ", ".join(f"`{c}` STRING" for c in [*header, _CORRUPT])
+                df = (
+                    self.spark.read.options(
+                        **opts,
+                        mode="PERMISSIVE",
+                        columnNameOfCorruptRecord=_CORRUPT,
+                        encoding="UTF-8",
+                    )
+                    .schema(schema)
+                    .csv(str(path))
+                )
             elif fmt == "parquet":
-                df = reader.parquet(str(path))
+                df = self.spark.read.parquet(str(path))
             else:
                 raise SparkEngineError(f"Spark reads CSV and Parquet files here, not {fmt}")
             numbered, tagged = _with_row_number(df)
             self.register(name, numbered)
             tagged.unpersist()
+            if fmt == "csv":
+                self._refuse_ragged(name, len(header))
         except PySparkException as exc:
             raise SparkEngineError(str(exc).splitlines()[0]) from None
         return name
+
+    def _refuse_ragged(self, name: str, width: int) -> None:
+        """Refuse a CSV with a line whose fields cannot be assigned to the header's columns."""
+        first, n = self.spark.sql(
+            f"SELECT min(_row), count(*) FROM `{name}` WHERE `{_CORRUPT}` IS NOT NULL"
+        ).first()
+        if n:
+            more = f"; {n} rows differ in all" if n > 1 else ""
+            raise SparkEngineError(
+                f"data row {first} (counted after the header) has a different number of fields "
+                f"than the header's {width}{more}; fix the line, or the delimiter of the table"
+            )
+        cols = [c for c in self._tables[name].columns if c != _CORRUPT]
+        self.register(name, self._tables[name].select(*[f"`{c}`" for c in cols]))
 
     def from_arrow(self, name: str, table) -> str:
         """Register an Arrow table (read on the driver by DuckDB) as the view ``name``."""

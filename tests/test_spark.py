@@ -189,6 +189,7 @@ def assert_close(a, b, path="") -> None:
 
 @pytest.mark.slow
 def test_demo_report_on_spark_gives_duckdb_artifacts(tmp_path, spark, monkeypatch):
+    from crm_helpers.chapters import CHAPTERS
     from crm_helpers.report.runner import run_report
 
     monkeypatch.delenv("CRM_PSEUDONYM_KEY", raising=False)  # the demo's documented key
@@ -208,7 +209,8 @@ def test_demo_report_on_spark_gives_duckdb_artifacts(tmp_path, spark, monkeypatc
     assert_same_tables(duck / "prepared", on_spark / "prepared")
     assert_same_tables(duck / "quarantine", on_spark / "quarantine")
     artifacts = sorted(p.name for p in (duck / "artifacts").glob("*.json"))
-    assert len(artifacts) == 10
+    assert {f"{c.slug}.json" for c in CHAPTERS} <= set(artifacts)  # + _status.json
+    assert_same_tables(duck / "artifacts", on_spark / "artifacts")  # per-customer tables
     for name in artifacts:
         a = json.loads((duck / "artifacts" / name).read_text())
         b = json.loads((on_spark / "artifacts" / name).read_text())
@@ -309,3 +311,17 @@ def test_uri_inputs_are_read_by_spark_only(tmp_path, spark):
             RunPaths(tmp_path / "ws"),
             SparkConnection(spark),
         )
+
+
+def test_a_ragged_csv_line_is_an_error_naming_the_file_and_row(tmp_path, spark):
+    from crm_helpers.errors import DataError
+
+    p = crafted._params(tmp_path)
+    f = write(
+        tmp_path / "rag.csv", crafted.TX.replace("A2,O2,2024-02-05,1,10,P1,red mug,x", "A2,O2")
+    )
+    con = SparkConnection(spark)
+    with pytest.raises(DataError, match=r"rag.csv: .*data row 3 \(counted after the header\)"):
+        prepare(p, {"transactions": TableSource(path=f)}, RunPaths(tmp_path / "r"), con)
+    with pytest.raises(DataError, match="rag.csv"):  # DuckDB refuses it too
+        prepare(p, {"transactions": TableSource(path=f)}, RunPaths(tmp_path / "d"))

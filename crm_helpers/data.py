@@ -1,7 +1,8 @@
 """The data layer: load, validate, clean, quarantine, resolve identities, pseudonymise, write.
 
-Client tables are read through DuckDB and the canonical tables and per-customer features are
-written to the run folder.
+Client tables are read through DuckDB (``run.engine: duckdb``, the default) or Spark
+(``run.engine: spark``: the same SQL, transpiled by :mod:`crm_helpers.engine`), and the canonical
+tables and per-customer features are written to the run folder.
 
 Every input row ends either *kept* (in ``prepared/<table>.parquet``) or *quarantined* (in
 ``quarantine/<table>.parquet`` with one reason code); ``reconciliation`` proves
@@ -130,6 +131,14 @@ def engine_connection(params: Params):
     Close it after :func:`prepare` (a Spark connection stops the session it started).
     """
     if params.run.engine == "spark":
+        import shutil
+
+        if not (os.environ.get("JAVA_HOME") or shutil.which("java")):
+            raise ParamsError(
+                "key 'run.engine' is spark, but Java is not installed (no java on PATH, no "
+                "JAVA_HOME): PySpark 4 needs Java 17; run `make setup` as root (it installs "
+                "openjdk-17-jre-headless) or use engine duckdb"
+            )
         return SparkConnection.start(params.run.spark.master, params.run.spark.conf)
     return connect(params.run.duckdb_memory_limit, None)
 

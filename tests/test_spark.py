@@ -23,8 +23,6 @@ from crm_helpers.report.runner import input_sources
 from . import test_data as crafted
 from .conftest import SHARED_DATA, write
 
-pytest.importorskip("pyspark")
-
 SPARK_CONF = {
     "spark.sql.shuffle.partitions": "4",
     "spark.ui.enabled": "false",
@@ -222,6 +220,17 @@ def test_demo_report_on_spark_gives_duckdb_artifacts(tmp_path, spark, monkeypatc
             manifest["reconciliation"]
             == json.loads((duck / "manifest.json").read_text())["reconciliation"]
         )
+
+
+def test_spark_without_java_is_a_clear_params_error(tmp_path, monkeypatch):
+    from crm_helpers.errors import ParamsError
+
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no java here
+    p = crafted._params(tmp_path, "")
+    p = p.model_copy(update={"run": p.run.model_copy(update={"engine": "spark"})})
+    with pytest.raises(ParamsError, match="run.engine.*Java is not installed"):
+        prepare(p, {"transactions": p.data.transactions}, RunPaths(tmp_path / "r"))
 
 
 def test_spark_params_are_validated(tmp_path):

@@ -140,14 +140,66 @@ def _java_pattern(strftime: str) -> str:
     return re.sub(r"(?<![A-Za-z])(MM|dd|HH|mm|ss)(?![A-Za-z])", lambda m: m.group(1)[0], java)
 
 
+#: The text DuckDB casts to a timestamp: a date of year, month and day (``-`` or ``/``), then
+#: optionally hours and minutes (DuckDB rejects an hour alone) and whatever Spark reads after them.
+_TS_SHAPE = r"^\s*[0-9]{4,}([-/])[0-9]{1,2}\1[0-9]{1,2}([ T][0-9]{1,2}:[0-9]{1,2}.*)?$"
+#: A zone name after the time (``10:00 PST``): DuckDB's TIMESTAMP ignores it, Spark refuses it.
+_ZONE_NAME = r"^(.*[0-9]:[0-9]{1,2}(:[0-9]{1,2}(\.[0-9]+)?)?)\s+[A-Za-z][A-Za-z_/+-]*\s*$"
+#: ``2024/01/05`` -> ``2024-01-05`` (Spark reads dates with ``-`` only).
+_SLASH_DATE = r"^(\s*[0-9]{4,})/([0-9]{1,2})/"
+
+
 def _rewrite(node):
     """DuckDB functions without a Spark SQL namesake, as Spark expressions."""
     from sqlglot import exp
 
+    if (
+        isinstance(node, exp.TryCast)
+        and node.to.is_type("timestamp", "timestampntz")
+        and not node.meta.get("crm")
+    ):
+        # Spark also reads '2024', '2024-03' and '2024-01-05 10' as timestamps; DuckDB does not.
+        cast = node.copy()
+        cast.meta["crm"] = True
+        text = cast.this
+        if text.is_type("timestamp", "date"):
+            return cast
+        dashed = exp.RegexpReplace(
+            this=text.copy(),
+            expression=exp.Literal.string(_SLASH_DATE),
+            replacement=exp.Literal.string("$1-$2-"),
+        )
+        unzoned = exp.RegexpReplace(
+            this=dashed,
+            expression=exp.Literal.string(_ZONE_NAME),
+            replacement=exp.Literal.string("$1"),
+        )
+        cast.set("this", unzoned)
+        return exp.Case(
+            ifs=[
+                exp.If(
+                    this=exp.RegexpLike(this=text.copy(), expression=exp.Literal.string(_TS_SHAPE)),
+                    true=cast,
+                )
+            ]
+        )
+    if isinstance(node, exp.TryCast) and node.to.is_type("double") and not node.meta.get("crm"):
+        # DuckDB reads digit groups separated by single underscores ('1_000'); Spark does not.
+        cast = node.copy()
+        cast.meta["crm"] = True
+        cast.set(
+            "this",
+            exp.RegexpReplace(
+                this=cast.this,
+                expression=exp.Literal.string(r"(?<=[0-9])_(?=[0-9])"),
+                replacement=exp.Literal.string(""),
+            ),
+        )
+        return cast
     if not isinstance(node, exp.Anonymous):
         return node
     name = str(node.this).lower()
-    args = node.expressions
+    args = [a.transform(_rewrite) for a in node.expressions]  # a replaced node is not visited
     if name == "getvariable":
         var = args[0].name
         return exp.column(var, table="session", db="system")

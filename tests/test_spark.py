@@ -78,10 +78,70 @@ def test_duckdb_only_functions_become_spark_functions():
         "try_strptime(d, '%Y%m%d') FROM t"
     )
     assert "SHA2(system.session.crm_key || '|' || id, 256)" in sql
-    assert "ABS(TRY_CAST(q AS DOUBLE)) < CAST('Infinity' AS DOUBLE)" in sql
+    assert (
+        "ABS(TRY_CAST(REGEXP_REPLACE(q, '(?<=[0-9])_(?=[0-9])', '') AS DOUBLE)) < CAST('Infinity' AS DOUBLE)"
+        in sql
+    )
     # separated fields read with or without a leading zero, as DuckDB's strptime does
     assert "TRY_TO_TIMESTAMP(d, 'd/M/yyyy H:m')" in sql
     assert "TRY_TO_TIMESTAMP(d, 'yyyyMMdd')" in sql
+
+
+DATE_TEXTS = [
+    "2024",
+    "2024-03",
+    "2024-1-5",
+    "2024-01-05T10:00",
+    "2024-01-05 10:00:00+02",
+    "2024/01/05",
+    "20240105",
+    "2024-01-05 10",
+    "2024-01-05 10:00:00.123456789",
+    "  2024-01-05",
+    "2024-02-30",
+    "1/5/2024",
+    "2024-01-05Z",
+    "+2024-01-05",
+    "2024-01-05 25:00",
+    "2024-01-05T10:00:00Z",
+    "2024-01-05 10:00:00 UTC",
+    "2024-01-05 1:2:3",
+    "today",
+    "2024-01-05 10:00 x",
+    "2024-01/05",
+]
+NUMBER_TEXTS = [
+    "1e3",
+    "1,5",
+    " 12 ",
+    "NaN",
+    "inf",
+    "-Infinity",
+    "12.",
+    ".5",
+    "0x10",
+    "1_000",
+    "+3",
+    "-0",
+    "1.5e400",
+    "3 4",
+    "",
+]
+
+
+def test_text_parses_to_the_same_timestamps_and_numbers_as_duckdb(spark):
+    import duckdb
+
+    from crm_helpers.data import _num, _parse_ts
+
+    con, local = SparkConnection(spark), duckdb.connect()
+    for text in DATE_TEXTS:
+        for fmt in (None, "%Y-%m-%d %H:%M"):
+            sql = "SELECT " + _parse_ts(f"'{text}'", fmt)
+            assert con.execute(sql).fetchone()[0] == local.execute(sql).fetchone()[0], (text, fmt)
+    for text in NUMBER_TEXTS:
+        sql = "SELECT " + _num(f"'{text}'")
+        assert con.execute(sql).fetchone()[0] == local.execute(sql).fetchone()[0], text
 
 
 def test_pseudonyms_on_spark_equal_python_and_duckdb(spark):
@@ -329,8 +389,11 @@ def test_a_ragged_csv_line_is_an_error_naming_the_file_and_row(tmp_path, spark):
     f = write(
         tmp_path / "rag.csv", crafted.TX.replace("A2,O2,2024-02-05,1,10,P1,red mug,x", "A2,O2")
     )
+    src = TableSource(path=f, delimiter=",")  # a ragged file misleads the sniffer
     con = SparkConnection(spark)
     with pytest.raises(DataError, match=r"rag.csv: .*data row 3 \(counted after the header\)"):
-        prepare(p, {"transactions": TableSource(path=f)}, RunPaths(tmp_path / "r"), con)
-    with pytest.raises(DataError, match="rag.csv"):  # DuckDB refuses it too
-        prepare(p, {"transactions": TableSource(path=f)}, RunPaths(tmp_path / "d"))
+        prepare(p, {"transactions": src}, RunPaths(tmp_path / "r"), con)
+    with pytest.raises(
+        DataError, match="rag.csv: cannot read the transactions table"
+    ):  # DuckDB too
+        prepare(p, {"transactions": src}, RunPaths(tmp_path / "d"))

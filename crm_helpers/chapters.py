@@ -16,6 +16,7 @@ class Chapter:
     slug: str
     title: str
     reads: tuple[str, ...] = ()  # artifact slugs of other chapters it reads
+    uses_engine: bool = False  # runs a heavy step on the engine: gets ENGINE_PARAMETERS
 
     @property
     def notebook(self) -> Path:
@@ -33,7 +34,7 @@ CHAPTERS: tuple[Chapter, ...] = (
     Chapter("01", "profile", "Customer profile and cohorts"),
     Chapter("02", "segmentation", "Segmentation", reads=("profile",)),
     Chapter("03", "clv", "Customer lifetime value"),
-    Chapter("04", "basket", "Market basket and cross-selling"),
+    Chapter("04", "basket", "Market basket and cross-selling", uses_engine=True),
     Chapter("05", "recommendations", "Personalised recommendations"),
     Chapter("06", "churn", "Churn prediction and risk", reads=("segmentation", "clv")),
     Chapter("07", "forecast", "Sales forecast"),
@@ -41,6 +42,10 @@ CHAPTERS: tuple[Chapter, ...] = (
     Chapter("99", "summary", "Executive summary and actions", reads=("*",)),
 )
 FIRST, LAST = "data_quality", "summary"
+
+#: What a chapter with ``uses_engine`` receives from ``run``: the engine and the Spark session's
+#: master URL (resolved) and settings.
+ENGINE_PARAMETERS = ("engine", "spark_master", "spark_conf")
 
 
 def by_slug(slug: str) -> Chapter:

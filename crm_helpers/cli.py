@@ -47,7 +47,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     import tempfile
 
     from .config import load_params
-    from .data import connect, prepare, require_usable
+    from .data import prepare, require_usable
     from .paths import RunPaths
     from .report.runner import input_sources
 
@@ -55,7 +55,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     print(f"params OK: client {params.client}, data source {params.data.source}")
     inputs = input_sources(params, _progress)
     with tempfile.TemporaryDirectory(prefix="crm-validate-") as tmp:
-        res = prepare(params, inputs, RunPaths(Path(tmp)), connect(params.run.duckdb_memory_limit))
+        res = prepare(params, inputs, RunPaths(Path(tmp)))
     for table, r in res.reconciliation.items():
         q = sum(r["quarantined"].values())
         print(f"{table}: {r['input']:,} rows = {r['kept']:,} kept + {q:,} quarantined")

@@ -98,10 +98,27 @@ class DemoParams(_Strict):
         return self.start_date.replace(year=self.start_date.year + self.years) - dt.timedelta(1)
 
 
+#: A URI with a scheme (s3a://, hdfs://, gs://, abfss://, file://): a path only Spark reads.
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+class RemotePath(str):
+    """A file URI that Spark reads (``s3a://bucket/sales.parquet``); never opened locally."""
+
+    @property
+    def name(self) -> str:
+        """The last segment, like :attr:`pathlib.Path.name`."""
+        return self.rstrip("/").rsplit("/", 1)[-1]
+
+
 class TableSource(_Strict):
     """Where one input table lives and how its columns map onto the canonical names."""
 
-    path: Path = Field(description="CSV, Parquet or Excel file; relative to the params file.")
+    path: Path | str = Field(
+        description="CSV, Parquet or Excel file; relative to the params file. With run.engine "
+        "spark also a URI Spark reads (s3a://, hdfs://, gs://, abfss://, file://) of a CSV file "
+        "with a header line or of Parquet."
+    )
     format: Literal["auto", "csv", "parquet", "excel", "baskets"] = Field(
         "auto",
         description="File format; auto = from the file extension. baskets = a text file with one "
@@ -157,9 +174,18 @@ class TableSource(_Strict):
         "unit_price = total / quantity and amount = the total exactly.",
     )
 
+    @field_validator("path", mode="before")
+    @classmethod
+    def _local_or_uri(cls, v: Any) -> Any:
+        if isinstance(v, str) and not _URI.match(v):
+            return Path(v)
+        return v
+
     @field_validator("path")
     @classmethod
-    def _path_exists(cls, v: Path) -> Path:
+    def _path_exists(cls, v: Path | str) -> Path | RemotePath:
+        if isinstance(v, str):
+            return RemotePath(v)  # only Spark can tell whether it exists
         if not Path(v).is_file():
             raise ValueError(f"data file not found: {v}")
         return v
@@ -292,8 +318,46 @@ class ReportParams(_Strict):
     )
 
 
+#: Spark master URLs: local mode, a standalone cluster, YARN, Kubernetes, Spark Connect.
+_SPARK_MASTER = r"^(local(\[(\*|[1-9][0-9]*)(,[0-9]+)?\])?|yarn|(spark|k8s|mesos|sc)://\S+)$"
+
+
+class SparkParams(_Strict):
+    """The SparkSession of ``run.engine: spark`` (ignored with DuckDB)."""
+
+    master: str | None = Field(
+        None,
+        pattern=_SPARK_MASTER,
+        description="Master URL: local[*], local[N], spark://host:7077, yarn, k8s://https://host; "
+        "null = the environment variable SPARK_MASTER, else local[*].",
+    )
+    conf: dict[str, str | int | float | bool] = Field(
+        default_factory=dict,
+        description="Spark settings (spark.executor.memory, spark.sql.shuffle.partitions, ...); "
+        "they win over spark-defaults.conf and the environment.",
+    )
+
+    @field_validator("conf")
+    @classmethod
+    def _conf_keys(cls, v: dict[str, Any]) -> dict[str, Any]:
+        fixed = {"spark.sql.timestampType", "spark.sql.session.timeZone", "spark.master"}
+        for key in v:
+            if not key.startswith("spark."):
+                raise ValueError(f"Spark setting {key!r} must start with 'spark.'")
+            if key in fixed:
+                raise ValueError(
+                    f"Spark setting {key!r} cannot be set here "
+                    + (
+                        "(use run.spark.master)"
+                        if key == "spark.master"
+                        else "(the preparation fixes it so that results equal DuckDB's)"
+                    )
+                )
+        return v
+
+
 class RunParams(_Strict):
-    """Execution of the chapter notebooks."""
+    """Execution of the preparation and of the chapter notebooks."""
 
     workers: int = Field(2, ge=1, le=32, description="Chapters executed in parallel.")
     chapters: list[str] | None = Field(
@@ -310,6 +374,14 @@ class RunParams(_Strict):
     )
     duckdb_memory_limit: str | None = Field(
         None, description="DuckDB memory_limit (e.g. '4GB'); null = DuckDB's default."
+    )
+    engine: Literal["duckdb", "spark"] = Field(
+        "duckdb",
+        description="Engine of the data preparation: duckdb (embedded) or spark (a SparkSession: "
+        "run.spark).",
+    )
+    spark: SparkParams = Field(
+        default_factory=SparkParams, description="The SparkSession of engine spark."
     )
 
 
@@ -777,6 +849,8 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
     for table in TABLES:
         src = data.get(table)
         if isinstance(src, dict) and isinstance(src.get("path"), str):
+            if _URI.match(src["path"]):
+                continue
             p = Path(os.path.expandvars(os.path.expanduser(src["path"])))
             src["path"] = str(p if p.is_absolute() else (base / p).resolve())
     priv = raw.get("privacy")

@@ -1,7 +1,8 @@
 """The data layer: load, validate, clean, quarantine, resolve identities, pseudonymise, write.
 
-Client tables are read through DuckDB and the canonical tables and per-customer features are
-written to the run folder.
+Client tables are read through DuckDB (``run.engine: duckdb``, the default) or Spark
+(``run.engine: spark``: the same SQL, transpiled by :mod:`crm_helpers.engine`), and the canonical
+tables and per-customer features are written to the run folder.
 
 Every input row ends either *kept* (in ``prepared/<table>.parquet``) or *quarantined* (in
 ``quarantine/<table>.parquet`` with one reason code); ``reconciliation`` proves
@@ -44,7 +45,8 @@ from typing import Any
 import duckdb
 
 from . import features
-from .config import CANONICAL_COLUMNS, TABLES, Params, TableSource
+from .config import CANONICAL_COLUMNS, TABLES, Params, RemotePath, TableSource
+from .engine import SparkConnection, SparkEngineError
 from .errors import DataError, ParamsError
 from .paths import RunPaths
 
@@ -124,6 +126,24 @@ def connect(
         con.execute(f"SET threads = {int(threads)}")
     con.execute("SET preserve_insertion_order = true")
     return con
+
+
+def engine_connection(params: Params):
+    """The connection of ``run.engine``: DuckDB in memory, or a :class:`SparkConnection`.
+
+    Close it after :func:`prepare` (a Spark connection stops the session it started).
+    """
+    if params.run.engine == "spark":
+        import shutil
+
+        if not (os.environ.get("JAVA_HOME") or shutil.which("java")):
+            raise ParamsError(
+                "key 'run.engine' is spark, but Java is not installed (no java on PATH, no "
+                "JAVA_HOME): PySpark 4 needs Java 17; run `make setup` as root (it installs "
+                "openjdk-17-jre-headless) or use engine duckdb"
+            )
+        return SparkConnection.start(params.run.spark.master, params.run.spark.conf)
+    return connect(params.run.duckdb_memory_limit, None)
 
 
 def pseudonym_key(params: Params) -> str:
@@ -425,18 +445,17 @@ def _refuse_repeated(path: Path, table: str, names: list[str], where: str) -> No
         )
 
 
-def _check_csv_header(
-    con: duckdb.DuckDBPyConnection, table: str, path: Path, source: TableSource, cols: list[str]
-) -> None:
-    """Refuse a header that repeats a name (DuckDB would silently rename it ``name_1``)."""
-    renamed = [m.group(1) for c in cols if (m := re.fullmatch(r"(.+)_\d+", c))]
+def _check_csv_header(table: str, path: Path, source: TableSource, cols: list[str]) -> None:
+    """Refuse a header that repeats a name (a reader would silently rename it, e.g. ``name_1``)."""
+    renamed = [m.group(1) for c in cols if (m := re.fullmatch(r"(.+?)_?\d+", c))]
     if not set(renamed) & set(cols):
         return
     delim = f", delim = {_lit(source.delimiter)}" if source.delimiter else ""
-    row = con.execute(
-        f"SELECT * FROM read_csv({_lit(str(path))}, all_varchar = true, header = false"
-        f"{delim}{_enc(source)}) LIMIT 1"
-    ).fetchone()
+    with duckdb.connect(":memory:") as local:  # the header line itself, whatever the engine
+        row = local.execute(
+            f"SELECT * FROM read_csv({_lit(str(path))}, all_varchar = true, header = false"
+            f"{delim}{_enc(source)}) LIMIT 1"
+        ).fetchone()
     names = [str(v).strip() for v in row or () if v is not None]
     _refuse_repeated(path, table, names, "line 1 (the header)")
 
@@ -462,6 +481,63 @@ def _missing_hint(
     return ""
 
 
+def _reader(
+    con: duckdb.DuckDBPyConnection, table: str, path: Path, fmt: str, source: TableSource
+) -> tuple[str, int | None, list[str]]:
+    """Open the file in DuckDB: the relation, the blank lines skipped (or None), Excel's sheets."""
+    if fmt == "baskets":
+        return (*_read_baskets(con, table, path, source), [])
+    if fmt == "csv" and source.delimiter == WHITESPACE:
+        return (*_read_whitespace(con, table, path, source), [])
+    if fmt == "csv" and not source.header:
+        return _read_csv_headerless(con, table, path, source), None, []
+    if fmt == "csv":
+        opts = ["all_varchar = true", "header = true"]
+        if source.delimiter:
+            opts.append(f"delim = {_lit(source.delimiter)}")
+        return f"read_csv({_lit(str(path))}, {', '.join(opts)}{_enc(source)})", None, []
+    if fmt == "parquet":
+        return f"read_parquet({_lit(str(path))})", None, []
+    # Excel: DuckDB's excel extension is not installable offline, so read with openpyxl
+    rel, sheets = _register_excel(con, table, path, source)
+    return rel, None, sheets
+
+
+def _sniff_delimiter(path: Path) -> str:
+    """The delimiter DuckDB's CSV sniffer finds (the same one the DuckDB engine uses)."""
+    with duckdb.connect(":memory:") as local:
+        return local.execute(f"SELECT Delimiter FROM sniff_csv({_lit(str(path))})").fetchone()[0]
+
+
+def _spark_source(
+    con: SparkConnection, table: str, path: Path | RemotePath, fmt: str, source: TableSource
+) -> tuple[str, int | None]:
+    """Register the file as the Spark view ``_file_<table>`` with its row number ``_row`` first.
+
+    CSV files with a header line and Parquet files are read by Spark itself (in parallel, from
+    any path Spark reaches). The other formats (whitespace-separated or header-less text, basket
+    files, Excel) go through the DuckDB readers above on the driver, with the same checks and
+    errors, and are handed to Spark as Arrow.
+    """
+    view = f"_file_{table}"
+    remote = isinstance(path, RemotePath)
+    if fmt == "parquet" or (fmt == "csv" and source.header and source.delimiter != WHITESPACE):
+        # DuckDB's sniffer reads local files only: a URI's CSV is comma-separated unless given
+        sniff = fmt == "csv" and source.delimiter is None and not remote
+        delim = _sniff_delimiter(path) if sniff else (source.delimiter or ",")
+        return con.read_file(view, path, fmt, delimiter=delim, encoding=source.encoding), None
+    if remote:
+        raise DataError(
+            f"{path}: key 'data.{table}.path': Spark reads CSV files with a header line and "
+            f"Parquet files from a URI; this {fmt} file is read on the driver: give a local path, "
+            "or convert it to Parquet"
+        )
+    with connect() as local:
+        rel, blank_lines, _ = _reader(local, table, path, fmt, source)
+        numbered = local.sql(f"SELECT row_number() OVER () AS _row, * FROM {rel}").to_arrow_table()
+    return con.from_arrow(view, numbered), blank_lines
+
+
 def register_raw(con: duckdb.DuckDBPyConnection, table: str, source: TableSource) -> dict[str, Any]:
     """Create the view ``raw_<table>``: canonical column names, every value as text, plus ``_row``.
 
@@ -476,36 +552,35 @@ def register_raw(con: duckdb.DuckDBPyConnection, table: str, source: TableSource
         column is missing, or an option does not apply to the table or format.
 
     """
-    path = Path(source.path)
+    remote = isinstance(source.path, RemotePath)
+    path = source.path if remote else Path(source.path)
     fmt = _fmt(path, source)
     _check_options(table, source, fmt)
-    if path.stat().st_size == 0:
+    if remote and not isinstance(con, SparkConnection):
+        raise DataError(
+            f"{path}: key 'data.{table}.path' is a URI, which only the Spark engine reads: set "
+            "run.engine: spark, or give a local path"
+        )
+    if not remote and path.stat().st_size == 0:
         raise DataError(
             f"{path}: the file is empty (0 bytes): the {table} table has no header and no data "
             "rows; export it again"
         )
-    blank_lines: int | None = None
+    # The file's row number: DuckDB numbers rows in the file's order; a Spark view carries it.
+    row_sql = "row_number() OVER ()"
     sheets: list[str] = []
     try:
-        if fmt == "baskets":
-            rel, blank_lines = _read_baskets(con, table, path, source)
-        elif fmt == "csv" and source.delimiter == WHITESPACE:
-            rel, blank_lines = _read_whitespace(con, table, path, source)
-        elif fmt == "csv" and not source.header:
-            rel = _read_csv_headerless(con, table, path, source)
-        elif fmt == "csv":
-            opts = ["all_varchar = true", "header = true"]
-            if source.delimiter:
-                opts.append(f"delim = {_lit(source.delimiter)}")
-            rel = f"read_csv({_lit(str(path))}, {', '.join(opts)}{_enc(source)})"
-        elif fmt == "parquet":
-            rel = f"read_parquet({_lit(str(path))})"
-        else:  # Excel: DuckDB's excel extension is not installable offline, so read with openpyxl
-            rel, sheets = _register_excel(con, table, path, source)
+        if isinstance(con, SparkConnection):
+            rel, blank_lines = _spark_source(con, table, path, fmt, source)
+            row_sql = "_row"
+        else:
+            rel, blank_lines, sheets = _reader(con, table, path, fmt, source)
         cols = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {rel}").fetchall()]
-        if fmt == "csv" and source.header and source.delimiter != WHITESPACE:
-            _check_csv_header(con, table, path, source, cols)
-    except (duckdb.Error, ValueError, OSError) as exc:
+        if row_sql == "_row":
+            cols = cols[1:]  # the view's own row number
+        if fmt == "csv" and source.header and source.delimiter != WHITESPACE and not remote:
+            _check_csv_header(table, path, source, cols)
+    except (duckdb.Error, SparkEngineError, ValueError, OSError) as exc:
         raise _read_error(path, table, fmt, exc, source) from None
 
     spec = CANONICAL_COLUMNS[table]
@@ -518,7 +593,7 @@ def register_raw(con: duckdb.DuckDBPyConnection, table: str, source: TableSource
                 f"data.{table}.order_id_from_row is set: remove order_id_from_row"
             )
         del mapping["order_id"]
-        derived["order_id"] = "CAST(row_number() OVER () AS VARCHAR)"
+        derived["order_id"] = f"CAST({row_sql} AS VARCHAR)"
     basket_only = table == "transactions" and (source.basket_only or fmt == "baskets")
     required = ["order_id"] if basket_only else spec["required"]
     missing = [
@@ -561,9 +636,9 @@ def register_raw(con: duckdb.DuckDBPyConnection, table: str, source: TableSource
     try:  # a text file is decoded to its end only here
         con.execute(
             f"CREATE OR REPLACE TEMP TABLE raw_{table} AS "
-            f"SELECT CAST(row_number() OVER () AS BIGINT) AS _row, {select} FROM {rel}"
+            f"SELECT CAST({row_sql} AS BIGINT) AS _row, {select} FROM {rel}"
         )
-    except duckdb.Error as exc:
+    except (duckdb.Error, SparkEngineError) as exc:
         raise _read_error(path, table, fmt, exc, source) from None
     n = con.execute(f"SELECT count(*) FROM raw_{table}").fetchone()[0]
     if n == 0:
@@ -573,7 +648,7 @@ def register_raw(con: duckdb.DuckDBPyConnection, table: str, source: TableSource
         "path": str(path),
         "format": fmt,
         "rows": int(n),
-        "sha256": sha256_file(path),
+        "sha256": None if remote else sha256_file(path),  # a URI is not read through the driver
         "columns": sorted([*present, *derived]),
         "ignored_columns": extra,
     }
@@ -808,20 +883,27 @@ def resolve_identities(con: duckdb.DuckDBPyConnection, params: Params) -> dict[s
     }
 
 
-def real_ids(con: duckdb.DuckDBPyConnection) -> Any:
+def real_ids(con: Any) -> Any:
     """``customer_key`` -> the client's ``customer_id`` (canonical of merged ids) and ``source_ids``.
 
-    Read from the connection :func:`prepare` used (its temp tables), kept in memory by the runner
-    and written only to the restricted folder when ``privacy.export_real_ids`` is set.
+    Read from the connection :func:`prepare` used (its temp tables; either engine), kept in memory
+    by the runner and written only to the restricted folder when ``privacy.export_real_ids`` is set.
     """
-    return con.execute(
-        f"""SELECT {_pseudo("coalesce(m.canonical_id, t.customer_id)")} AS customer_key,
-               coalesce(m.canonical_id, t.customer_id) AS customer_id,
-               string_agg(DISTINCT t.customer_id, ';' ORDER BY t.customer_id) AS source_ids
+    import pandas as pd
+
+    rows = con.execute(
+        f"""SELECT DISTINCT {_pseudo("coalesce(m.canonical_id, t.customer_id)")} AS customer_key,
+               coalesce(m.canonical_id, t.customer_id) AS customer_id, t.customer_id AS source_id
         FROM typed_transactions t LEFT JOIN id_map m ON m.customer_id = t.customer_id
-        WHERE t._reason IS NULL AND t.customer_id IS NOT NULL
-        GROUP BY ALL ORDER BY customer_key"""
-    ).df()
+        WHERE t._reason IS NULL AND t.customer_id IS NOT NULL"""
+    ).fetchall()
+    frame = pd.DataFrame(rows, columns=["customer_key", "customer_id", "source_id"])
+    return (
+        frame.sort_values(["customer_key", "source_id"])
+        .groupby(["customer_key", "customer_id"], as_index=False, sort=True)["source_id"]
+        .agg(";".join)
+        .rename(columns={"source_id": "source_ids"})
+    )
 
 
 # ---------------------------------------------------------------------------------------- prepare
@@ -845,7 +927,8 @@ def prepare(
         The run folder; writes ``prepared/*.parquet``, ``quarantine/*.parquet`` and
         ``prepared/prepare.json``.
     con
-        A DuckDB connection (a new in-memory one when None).
+        A DuckDB connection or a :class:`~crm_helpers.engine.SparkConnection` (None = a new
+        connection of ``run.engine``, closed when done).
     today
         The run date, used as the latest valid date for client files without
         ``cleaning.max_valid_date``.
@@ -857,7 +940,12 @@ def prepare(
     """
     if "transactions" not in inputs:
         raise DataError("no transactions table given: it is the one required input")
-    con = con or connect(params.run.duckdb_memory_limit)
+    if con is None:
+        con = engine_connection(params)
+        try:
+            return prepare(params, inputs, run, con, today=today)
+        finally:
+            con.close()
     run.make()
     con.execute("SET VARIABLE crm_key = ?", [pseudonym_key(params)])
     max_date = params.max_valid_date(today)
@@ -1056,7 +1144,10 @@ def _unified_customers(
                 f"CAST(floor(date_diff('day', min(c.birth_date_d), DATE {ref}) / 365.25) AS INTEGER) AS age"
             )
         elif "age" in cols:
-            attrs.append("CAST(round(any_value(c.age_n ORDER BY c._row)) AS INTEGER) AS age")
+            # the first age given (in file order) of the merged ids
+            attrs.append(
+                "CAST(round(arg_min(c.age_n, c._row) FILTER (WHERE c.age_n IS NOT NULL)) AS INTEGER) AS age"
+            )
         for c in ("gender", "region"):
             if c in cols:
                 attrs.append(f"arg_min(c.{c}, c._row) FILTER (WHERE c.{c} IS NOT NULL) AS {c}")

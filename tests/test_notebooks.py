@@ -6,7 +6,7 @@ import nbformat
 import papermill as pm
 import pytest
 
-from crm_helpers.chapters import CHAPTERS
+from crm_helpers.chapters import CHAPTERS, ENGINE_PARAMETERS
 from crm_helpers.config import ChaptersParams
 from crm_helpers.paths import NOTEBOOKS_DIR
 from crm_helpers.report.render import cell_options
@@ -19,6 +19,8 @@ def test_notebook_parameters_match_the_params_model(ch):
     declared = set(pm.inspect_notebook(str(ch.notebook)))
     model = ChaptersParams.model_fields.get(ch.slug)
     expected = COMMON | (set(model.annotation.model_fields) if model else set())
+    if ch.uses_engine:
+        expected |= set(ENGINE_PARAMETERS)
     assert declared == expected
 
 

@@ -128,6 +128,52 @@ def frequent_itemsets(
     return out.reset_index(drop=True)
 
 
+def frequent_itemsets_spark(
+    spark, baskets: Sequence[Iterable[str]], min_support: float, max_len: int | None = 10
+) -> pd.DataFrame:
+    """Frequent itemsets with Spark ML's FP-growth, in the same form as :func:`frequent_itemsets`.
+
+    Spark keeps an itemset when its count is at least ``ceil(minSupport * n)``; ``minSupport`` is
+    placed halfway between two counts, as for mlxtend, so the threshold is arules'. Spark's
+    FP-growth has no length cap: longer itemsets are dropped after mining.
+
+    Parameters
+    ----------
+    spark
+        A SparkSession (:func:`crm_helpers.engine.spark_session`).
+    baskets
+        One sequence of items per basket (repeats within a basket count once).
+    min_support
+        Share of baskets.
+    max_len
+        Longest itemset kept (None = no cap).
+
+    """
+    import pyarrow as pa
+    from pyspark.ml.fpm import FPGrowth
+    from pyspark.sql import functions as F
+
+    sets = [sorted(set(b)) for b in baskets]
+    n = len(sets)
+    need = min_count(min_support, n)
+    frame = spark.createDataFrame(pa.table({"items": pa.array(sets, type=pa.list_(pa.string()))}))
+    found = FPGrowth(itemsCol="items", minSupport=(need - 0.5) / n).fit(frame).freqItemsets
+    if max_len:
+        found = found.where(F.size("items") <= max_len)
+    rows = found.toArrow().to_pylist()
+    out = pd.DataFrame(
+        {
+            "itemset": [frozenset(r["items"]) for r in rows],
+            "count": np.array([r["freq"] for r in rows], dtype=int),
+        }
+    )
+    out = out[out["count"] >= need]
+    out["support"] = out["count"] / n
+    out["key"] = out["itemset"].map(lambda s: " | ".join(sorted(s)))
+    out = out.sort_values(["count", "key"], ascending=[False, True]).drop(columns="key")
+    return out.reset_index(drop=True)
+
+
 # ------------------------------------------------------------------------------------- rules
 def association_rules(
     itemsets: pd.DataFrame,
@@ -270,13 +316,21 @@ def mine(
     algorithm: str = "fpgrowth",
     max_consequent: int = 1,
     empty_antecedent: bool = True,
+    spark=None,
 ) -> dict[str, Any]:
     """Encode, mine and build rules in one call.
+
+    With a SparkSession as ``spark`` the frequent itemsets come from Spark's FP-growth
+    (:func:`frequent_itemsets_spark`, the same itemsets and counts), else from mlxtend's
+    ``algorithm``.
 
     Returns a dict with ``onehot``, ``item_counts``, ``n``, ``itemsets`` and ``rules``.
     """
     onehot, item_counts, n = encode(baskets, min_support)
-    itemsets = frequent_itemsets(onehot, n, min_support, max_len, algorithm)
+    if spark is not None:
+        itemsets = frequent_itemsets_spark(spark, baskets, min_support, max_len)
+    else:
+        itemsets = frequent_itemsets(onehot, n, min_support, max_len, algorithm)
     rules = association_rules(itemsets, n, min_confidence, max_consequent, empty_antecedent)
     return {
         "onehot": onehot,

@@ -36,7 +36,15 @@ from papermill.utils import merge_kwargs, remove_args
 from .. import __version__, actions
 from ..chapters import FIRST, LAST, Chapter, selected
 from ..config import TABLES, Params, TableSource, chapter_parameters, load_params
-from ..data import connect, prepare, pseudonym_key, pseudonymise, real_ids, require_usable
+from ..data import (
+    engine_connection,
+    prepare,
+    pseudonym_key,
+    pseudonymise,
+    real_ids,
+    require_usable,
+)
+from ..engine import spark_master
 from ..errors import CRMError, DataError, RunError, RunInterrupted
 from ..paths import DEMO_DATA_DIR, PROJECT_ROOT, REPORTS_DIR, RunPaths
 from . import browser, faults, render
@@ -244,8 +252,19 @@ def check_notebook_parameters(chapters: list[Chapter], params: Params) -> None:
 
 
 def notebook_parameters(ch: Chapter, params: Params, run_dir: Path) -> dict[str, Any]:
-    """What papermill injects into a chapter: the run folder and its ``chapters.<slug>`` block."""
-    return {"run_dir": str(run_dir), "seed": params.seed} | chapter_parameters(params, ch.slug)
+    """What papermill injects into a chapter: the run folder and its ``chapters.<slug>`` block.
+
+    A chapter that ``uses_engine`` also gets the engine and the Spark master and settings.
+    """
+    engine: dict[str, Any] = {}
+    if ch.uses_engine:
+        engine = {
+            "engine": params.run.engine,
+            "spark_master": spark_master(params.run.spark.master),
+            "spark_conf": {k: str(v) for k, v in params.run.spark.conf.items()},
+        }
+    base = {"run_dir": str(run_dir), "seed": params.seed}
+    return base | engine | chapter_parameters(params, ch.slug)
 
 
 def _strip_volatile(path: Path) -> None:
@@ -422,7 +441,7 @@ def _real_id_map(params: Params, inputs: dict[str, TableSource]) -> Any:
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        con = connect(params.run.duckdb_memory_limit)
+        con = engine_connection(params)
         try:
             prepare(params, inputs, RunPaths(Path(tmp)), con)
             return real_ids(con)
@@ -885,19 +904,21 @@ def _run(
     else:
         run.make()
         t0 = time.perf_counter()
-        printer("preparing data (DuckDB): load, validate, quarantine, identities, features")
-        con = connect(params.run.duckdb_memory_limit)
+        engine = {"duckdb": "DuckDB", "spark": "Spark"}[params.run.engine]
+        printer(f"preparing data ({engine}): load, validate, quarantine, identities, features")
+        con = engine_connection(params)
         try:
             prep = prepare(params, inputs, run, con)
             require_usable(prep, inputs)
+            # Real ids stay in memory, for the owner-only action lists (never in the run folder).
+            ids = real_ids(con) if params.privacy.export_real_ids else None
         except DataError:
             manifest["status"] = "failed"
             manifest["error"] = "data preparation failed"
             save()
             raise
-        # Real ids stay in memory, for the owner-only action lists (never in the run folder).
-        ids = real_ids(con) if params.privacy.export_real_ids else None
-        con.close()
+        finally:
+            con.close()
         if params.data.source == "demo":
             write_planted_truth(inputs["transactions"].path.parent, run, pseudonym_key(params))
         manifest["timings"]["prepare"] = round(time.perf_counter() - t0, 2)

@@ -1625,5 +1625,6 @@ def plot_survival(curves: pd.DataFrame, ax: Axes | None = None, bands: bool = Tr
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("days since the first purchase")
     ax.set_ylabel("share still active")
-    ax.legend(frameon=False, fontsize=8)
+    if ax.get_legend_handles_labels()[0]:  # every group may be too small to draw
+        ax.legend(frameon=False, fontsize=8)
     return ax

@@ -75,7 +75,13 @@ def _at_risk(run_dir: Path) -> pd.DataFrame | None:
     if seg is None:
         return None
     churn = artifacts.load(run_dir, "churn") or {}
-    names = churn.get("at_risk_segments") or list(AT_RISK_SEGMENTS)
+    # chapter 06 lists every segment with its churn figures and flags the at-risk ones
+    flagged = [
+        r["segment"]
+        for r in churn.get("at_risk_segments") or []
+        if isinstance(r, dict) and r.get("at_risk_segment")
+    ]
+    names = flagged or list(AT_RISK_SEGMENTS)
     out = seg.loc[
         seg["segment"].isin(names),
         ["customer_key", "segment", "recency_days", "frequency", "monetary"],

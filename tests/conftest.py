@@ -7,6 +7,17 @@ from pathlib import Path
 
 import pytest
 
+from crm_helpers.paths import DEFAULT_PARAMS
+
+#: The small demo (400 customers, 8,000 lines) the end-to-end runs use; tests add their own keys.
+SMALL_DEMO = f"""extends: {DEFAULT_PARAMS}
+client: e2e
+data:
+  demo:
+    customers: 400
+    lines: 8000
+"""
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("CRM_SHARED_DATA", ROOT.parent / "shared" / "data")).resolve()
 

@@ -15,20 +15,14 @@ from pypdf import PdfReader
 from crm_helpers import chapters as registry
 from crm_helpers.config import load_params
 from crm_helpers.data import pseudonymise
-from crm_helpers.paths import DEFAULT_PARAMS, DEMO_DATA_DIR
+from crm_helpers.paths import DEMO_DATA_DIR
 from crm_helpers.report.runner import run_report
 
-from .conftest import write
+from .conftest import SMALL_DEMO, write
 
 pytestmark = pytest.mark.slow
 
-SMALL = f"""extends: {DEFAULT_PARAMS}
-client: e2e
-data:
-  demo:
-    customers: 400
-    lines: 8000
-report:
+SMALL = SMALL_DEMO + """report:
   renderer: pandoc
 privacy:
   export_real_ids: true

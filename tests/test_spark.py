@@ -21,7 +21,7 @@ from crm_helpers.paths import DEFAULT_PARAMS, PARAMS_DIR, RunPaths
 from crm_helpers.report.runner import input_sources
 
 from . import test_data as crafted
-from .conftest import SHARED_DATA, write
+from .conftest import SHARED_DATA, SMALL_DEMO, write
 
 SPARK_CONF = {
     "spark.sql.shuffle.partitions": "4",
@@ -211,13 +211,7 @@ def test_online_retail_reconciliation_on_spark_equals_duckdb(tmp_path, spark):
 
 
 # ------------------------------------------------------------------------------- the report
-SMALL = f"""extends: {DEFAULT_PARAMS}
-client: e2e
-data:
-  demo:
-    customers: 400
-    lines: 8000
-"""
+SMALL = SMALL_DEMO
 
 #: Keys whose values describe the run, not the analysis.
 VOLATILE = {"seconds", "timings", "version", "engine", "created_utc", "packages", "git"}

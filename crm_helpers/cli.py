@@ -21,24 +21,46 @@ def _progress(line: str) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Build the report for one or more params files."""
+    """Build the report for one or more params files (several clients in one command).
+
+    Every params file is validated before the first run starts, so a typo in the last client's
+    file costs nothing. A client whose run fails or whose data is refused does not stop the
+    others; the exit code is the worst of them (0 complete, 1 incomplete, 2 refused).
+    """
+    from .config import load_params
     from .report.runner import run_report
 
-    if args.resume and len(args.params or [None]) != 1:
+    files = args.params or [None]
+    if args.resume and len(files) != 1:
         raise CRMError("--resume finishes one run: give exactly one --params with it")
-    code = 0
-    for p in args.params or [None]:
-        kw = {"reports_dir": Path(args.reports_dir)} if args.reports_dir else {}
-        result = run_report(
-            p,
-            workers=args.workers,
-            renderer=args.renderer,
-            progress=_progress,
-            resume=args.resume,
-            **kw,
-        )
+    loaded = [(p, load_params(p)) for p in files]
+    kw = {"reports_dir": Path(args.reports_dir)} if args.reports_dir else {}
+    code, outcomes = 0, []
+    for path, params in loaded:
+        try:
+            result = run_report(
+                path,
+                params=params,
+                workers=args.workers,
+                renderer=args.renderer,
+                progress=_progress,
+                resume=args.resume,
+                force=args.force,
+                **kw,
+            )
+        except CRMError as exc:
+            if len(loaded) == 1:
+                raise
+            print(f"error: {path}: {exc}", file=sys.stderr)
+            code = 2
+            outcomes.append(f"{params.client}: refused ({path})")
+            continue
         if not result.ok:
-            code = 1
+            code = max(code, 1)
+        state = "complete" if result.ok else "incomplete"
+        outcomes.append(f"{params.client}: {state} -> {result.run_dir}")
+    if len(loaded) > 1:
+        print("\n".join(["clients:", *(f"  {o}" for o in outcomes)]), file=sys.stderr)
     return code
 
 
@@ -103,6 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume",
         metavar="VERSION",
         help="finish the interrupted run <client>/VERSION: keep its completed chapters, run the rest",
+    )
+    run.add_argument(
+        "--force",
+        action="store_true",
+        help="recompute everything: reuse no prepared tables or chapters of earlier runs",
     )
     run.set_defaults(func=cmd_run)
 

@@ -57,3 +57,39 @@ def test_validate_prints_reconciliation_without_running_notebooks(tmp_path):
     assert "transactions: 2 rows = 1 kept + 1 quarantined" in proc.stdout
     assert "missing_customer_id: 1" in proc.stdout
     assert not Path("reports/c").exists()
+
+
+def test_several_clients_are_all_validated_before_any_run(tmp_path):
+    good = write(tmp_path / "a.yml", f"extends: {DEFAULT_PARAMS}\nclient: a\n")
+    bad = write(tmp_path / "b.yml", f"extends: {DEFAULT_PARAMS}\nclient: b\nrun:\n  wrokers: 1\n")
+    reports = tmp_path / "reports"
+    proc = _run("run", "--params", str(good), "--params", str(bad), "--reports-dir", str(reports))
+    assert proc.returncode == 2 and "b.yml: key 'run.wrokers': unknown key" in proc.stderr
+    assert not reports.exists()  # client a did not start either
+
+
+def test_several_clients_in_one_command_a_refused_one_does_not_stop_the_others(tmp_path):
+    from .conftest import SMALL_DEMO
+
+    write(tmp_path / "tx.csv", "customer_id,order_id,order_date,quantity,unit_price\n,O1,2024-01-01,1,2\n")
+    refused = write(
+        tmp_path / "two.yml",
+        f"extends: {DEFAULT_PARAMS}\nclient: two\ndata:\n  source: files\n"
+        "  transactions: {path: tx.csv}\n",
+    )
+    one = write(
+        tmp_path / "one.yml",
+        SMALL_DEMO.replace("client: e2e", "client: one")
+        + "run:\n  chapters: []\nreport:\n  renderer: pandoc\n  formats: [html]\n",
+    )
+    reports = tmp_path / "reports"
+    proc = subprocess.run(
+        [*CLI, "run", "--params", str(refused), "--params", str(one), "--reports-dir", str(reports)],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "two.yml: " in proc.stderr and "no usable transactions" in proc.stderr
+    assert "two: refused" in proc.stderr and "one: complete -> " in proc.stderr
+    assert (reports / "one" / "latest" / "report.html").is_file()
+    assert not (reports / "two" / "latest").exists()
+    assert "Traceback" not in proc.stderr

@@ -65,22 +65,6 @@ def _truth(params_path: Path) -> dict:
     return json.loads((folder / "ground_truth.json").read_text())
 
 
-def _outputs(nb, version: str, run_dir: Path) -> str:
-    """The notebook's outputs with this run's version and folder masked in text (not images)."""
-    outs = []
-    for cell in nb.cells:
-        for out in cell.get("outputs", []):
-            out = json.loads(json.dumps(out))
-            for mime, value in out.get("data", {}).items():
-                if mime.startswith("text/"):
-                    text = "".join(value) if isinstance(value, list) else value
-                    out["data"][mime] = text.replace(str(run_dir), "RUN").replace(
-                        version, "VERSION"
-                    )
-            outs.append(out)
-    return json.dumps(outs, sort_keys=True)
-
-
 def _text_of(path: Path) -> str:
     if path.suffix == ".parquet":
         return pd.read_parquet(path).astype(str).to_csv()
@@ -368,27 +352,75 @@ def test_summary_numbers_equal_the_chapters(first_run):
     assert dq["kpis"]["customers"] == int((table["orders"] > 0).sum())
 
 
-def test_second_run_gives_identical_artifacts_and_notebook_outputs(first_run, reports, tmp_path):
-    second = run_report(_params_file(tmp_path, "v2"), reports_dir=reports, progress=lambda _: None)
+def _assert_same_artifacts(a: Path, b: Path, what: str = "artifacts") -> None:
+    names = sorted(p.name for p in (a / what).glob("*"))
+    assert names and names == sorted(p.name for p in (b / what).glob("*"))
+    for name in names:
+        path = a / what / name
+        if path.suffix == ".parquet":
+            pd.testing.assert_frame_equal(pd.read_parquet(path), pd.read_parquet(b / what / name))
+        elif name == "prepare.json":  # the preparation's step timings differ, nothing else
+            drop = lambda p: {k: v for k, v in json.loads(p.read_text()).items() if k != "seconds"}  # noqa: E731
+            assert drop(path) == drop(b / what / name)
+        else:
+            assert path.read_bytes() == (b / what / name).read_bytes(), name
+
+
+def test_second_run_gives_byte_identical_notebooks_and_equal_artifacts(
+    first_run, reports, tmp_path
+):
+    # --force: every chapter executes again (nothing reused), so this is a real rerun.
+    second = run_report(
+        _params_file(tmp_path, "v2"), reports_dir=reports, progress=lambda _: None, force=True
+    )
     assert second.ok
+    assert second.manifest["reuse"]["force"] is True
+    assert all("executed" in r for r in second.manifest["reuse"]["chapters"].values())
     a, b = first_run.run_dir, second.run_dir
-    for path in sorted((a / "artifacts").glob("*")):
-        if path.suffix == ".json":
-            assert path.read_text() == (b / "artifacts" / path.name).read_text(), path.name
-        elif path.suffix == ".parquet":
-            pd.testing.assert_frame_equal(
-                pd.read_parquet(path), pd.read_parquet(b / "artifacts" / path.name)
-            )
-    for path in sorted((a / "prepared").glob("*.parquet")):
-        pd.testing.assert_frame_equal(
-            pd.read_parquet(path), pd.read_parquet(b / "prepared" / path.name)
-        )
+    _assert_same_artifacts(a, b)
+    _assert_same_artifacts(a, b, "prepared")
+    for ch in registry.CHAPTERS:  # the executed notebooks, byte for byte
+        nb_a = (a / "notebooks" / ch.filename).read_bytes()
+        assert b"injected-parameters" in nb_a and len(nb_a) > 10_000
+        assert nb_a == (b / "notebooks" / ch.filename).read_bytes(), ch.slug
+        assert str(a).encode() not in nb_a  # no run folder path: a rerun elsewhere diffs clean
+
+
+def test_rerun_with_one_chapter_param_changed_reuses_the_rest_and_equals_a_scratch_run(
+    first_run, reports, tmp_path
+):
+    change = "chapters:\n  basket:\n    min_support: 0.01\n"
+    rerun = run_report(
+        _params_file(tmp_path, "v-rerun", change), reports_dir=reports, progress=lambda _: None
+    )
+    assert rerun.ok
+    reuse = rerun.manifest["reuse"]
+    assert reuse["prepared"]["from"] in ("v1", "v2")
+    assert reuse["chapters"]["basket"]["executed"].startswith("its params changed since")
+    assert reuse["chapters"]["summary"]["executed"].startswith(
+        "a chapter it reads was re-executed"
+    )
+    kept = {s for s, r in reuse["chapters"].items() if "reused_from" in r}
+    assert kept == {c.slug for c in registry.CHAPTERS} - {"basket", "summary"}
+    by_slug = {c["slug"]: c for c in rerun.manifest["chapters"]}
+    assert by_slug["profile"]["reused"] and not by_slug["basket"].get("reused")
+    # The basket really changed, and the summary took the new figures.
+    old_b = json.loads((first_run.run_dir / "artifacts" / "basket.json").read_text())
+    new_b = json.loads((rerun.run_dir / "artifacts" / "basket.json").read_text())
+    assert (old_b["min_support"], new_b["min_support"]) == (0.005, 0.01)
+    assert new_b["n_itemsets"] < old_b["n_itemsets"]
+    scratch = run_report(
+        _params_file(tmp_path, "v-scratch", change),
+        reports_dir=reports,
+        progress=lambda _: None,
+        force=True,
+    )
+    assert scratch.ok
+    _assert_same_artifacts(rerun.run_dir, scratch.run_dir)
     for ch in registry.CHAPTERS:
-        na = nbformat.read(a / "notebooks" / ch.filename, as_version=4)
-        nb = nbformat.read(b / "notebooks" / ch.filename, as_version=4)
-        text_a = _outputs(na, "v1", a)
-        text_b = _outputs(nb, "v2", b)
-        assert text_a == text_b, ch.slug
+        assert (rerun.run_dir / "notebooks" / ch.filename).read_bytes() == (
+            scratch.run_dir / "notebooks" / ch.filename
+        ).read_bytes(), ch.slug
 
 
 def test_failing_chapter_does_not_stop_the_run_or_move_latest(

@@ -47,7 +47,7 @@ from ..data import (
 from ..engine import spark_master
 from ..errors import CRMError, DataError, RunError, RunInterrupted
 from ..paths import DEMO_DATA_DIR, PROJECT_ROOT, REPORTS_DIR, RunPaths
-from . import browser, faults, render
+from . import browser, faults, render, reuse
 
 PACKAGES = (
     "pandas",
@@ -270,8 +270,9 @@ def notebook_parameters(ch: Chapter, params: Params, run_dir: Path) -> dict[str,
 def _strip_volatile(path: Path) -> None:
     """Make an executed notebook reviewable and renderable by Quarto.
 
-    Removes papermill's timestamps (reruns then diff only on real changes) and tags the parameter
-    cells ``remove-cell`` so that Quarto hides them as the fallback renderer does.
+    Removes papermill's timestamps and the injected cell's random id (two runs of the same data
+    and params then give byte-identical notebooks, and reruns diff only on real changes) and tags
+    the parameter cells ``remove-cell`` so that Quarto hides them as the fallback renderer does.
     """
     nb = nbformat.read(path, as_version=4)
     meta = nb.metadata.get("papermill", {})
@@ -280,6 +281,8 @@ def _strip_volatile(path: Path) -> None:
     for cell in nb.cells:
         cell.metadata.pop("execution", None)
         tags = cell.metadata.get("tags", [])
+        if "injected-parameters" in tags:
+            cell["id"] = "injected-parameters"  # papermill gives it a random id on every run
         if ("parameters" in tags or "injected-parameters" in tags) and "remove-cell" not in tags:
             # Quarto's Jupyter reader maps the remove-cell tag to include: false.
             cell.metadata["tags"] = [*tags, "remove-cell"]
@@ -366,13 +369,17 @@ def execute_chapter(
         pm.execute_notebook(
             str(ch.notebook),
             str(out),
-            parameters=notebook_parameters(ch, params, run.root),
+            # The kernel runs in the run folder: "." keeps the executed notebook free of its path.
+            parameters=notebook_parameters(ch, params, Path(".")),
             engine_name="crm-progress",
             progress=progress,
             on_kernel=lambda km: kernels.started(ch.slug, km),
             kernel_name="python3",
             progress_bar=False,
             cwd=str(run.root),
+            # papermill's cwd is a process-wide chdir, which chapters on parallel threads undo
+            # for each other; nbclient starts the kernel in this folder whatever the process's.
+            resources={"metadata": {"path": str(run.root)}},
             execution_timeout=params.run.cell_timeout_seconds,
         )
     except pm.PapermillExecutionError as exc:
@@ -693,6 +700,34 @@ def _to_rerun(chapters: list[Chapter], done: set[str]) -> set[str]:
     return rerun
 
 
+def _chapter_fingerprints(
+    chapters: list[Chapter], params: Params, prep_fp: str | None, code_fp: str
+) -> dict[str, dict[str, str]]:
+    """Each chapter's fingerprint parts (:data:`reuse.PARTS`) and their ``total``."""
+    by_slug = {c.slug: c for c in chapters}
+    out: dict[str, dict[str, str]] = {}
+
+    def of(ch: Chapter, seen: tuple[str, ...] = ()) -> dict[str, str]:
+        if ch.slug in out:
+            return out[ch.slug]
+        ups = [s for s in by_slug if s != ch.slug] if "*" in ch.reads else list(ch.reads)
+        ups = [s for s in ups if s in by_slug and s not in seen]
+        own = notebook_parameters(ch, params, Path(".")) | {"shared": reuse.shared_params(params)}
+        parts = {
+            "prepared": str(prep_fp),
+            "params": reuse.sha(own),
+            "notebook": reuse.sha(ch.notebook.read_bytes()),
+            "code": code_fp,
+            "reads": reuse.sha({s: of(by_slug[s], (*seen, ch.slug))["total"] for s in sorted(ups)}),
+        }
+        out[ch.slug] = parts | {"total": reuse.sha(parts)}
+        return out[ch.slug]
+
+    for ch in chapters:
+        of(ch)
+    return {c.slug: out[c.slug] for c in chapters}
+
+
 def run_report(
     params_path: str | Path | None = None,
     *,
@@ -702,6 +737,7 @@ def run_report(
     progress: Progress = print,
     params: Params | None = None,
     resume: str | None = None,
+    force: bool = False,
 ) -> RunResult:
     """Build one report run end to end.
 
@@ -723,6 +759,9 @@ def run_report(
         The version folder of an interrupted (or failed) run to finish: its completed chapters
         are kept, the others run, then the report is rendered. The params and the input files
         must be those it started with.
+    force
+        Recompute everything: reuse neither prepared tables nor chapters of earlier runs
+        (by default, those whose fingerprints match are reused: see :mod:`.reuse`).
 
     Returns
     -------
@@ -768,6 +807,7 @@ def run_report(
                 state,
                 save,
                 started,
+                force,
             )
         except faults.Signalled as sig:
             raise _interrupted(
@@ -839,6 +879,26 @@ def _interrupted(
     )
 
 
+def _write_run_info(run: RunPaths, manifest: dict[str, Any], params: Params) -> None:
+    """What the chapters may read of the run (their provenance cell, the privacy threshold)."""
+    keys = (
+        "client",
+        "version",
+        "params_sha256",
+        "packages",
+        "crm_helpers_version",
+        "git",
+        "inputs",
+        "period",
+        "reference_date",
+    )
+    _write_json(
+        run.root / "run_info.json",
+        {k: manifest[k] for k in keys}
+        | {"privacy": {"min_group_size": params.privacy.min_group_size}},
+    )
+
+
 def _run(
     params: Params,
     params_file: str,
@@ -851,6 +911,7 @@ def _run(
     state: dict[str, Any],
     save: Callable[[], None],
     started: float,
+    force: bool = False,
 ) -> RunResult:
     client_dir = reports_dir / params.client
     if resume:
@@ -898,10 +959,52 @@ def _run(
     )
     if resume and manifest.get("inputs"):
         _check_inputs_unchanged(inputs, manifest, run.root)
+
+    # Fingerprints: what the prepared tables and each chapter depend on (see reuse.py).
+    t0 = time.perf_counter()
+    input_sha = reuse.input_fingerprints(inputs)
+    code_fp = reuse.code_fingerprint(manifest["packages"])
+    prep_fp = (
+        reuse.prepared_fingerprint(params, input_sha, pseudonym_key(params), code_fp)
+        if input_sha is not None
+        else None
+    )
+    earlier = [] if force or prep_fp is None else reuse.earlier_runs(client_dir, run.root)
+    manifest["fingerprints"] = {"code": code_fp, "inputs": input_sha, "prepared": prep_fp}
+    manifest["timings"]["fingerprints"] = round(time.perf_counter() - t0, 2)
+    why_not = (
+        "--force"
+        if force
+        else "an input is remote (not fingerprinted)"
+        if prep_fp is None
+        else None
+    )
+    manifest["reuse"] = {"force": force, "prepared": None, "chapters": {}}
+    found = None if prepared or resume else reuse.find_prepared(earlier, prep_fp)
     if prepared:
         printer("prepared data kept from the interrupted run (same params, same inputs)")
         ids = _real_id_map(params, inputs) if params.privacy.export_real_ids else None
+        manifest["reuse"]["prepared"] = {"kept": "from the interrupted run (resume)"}
+    elif found is not None:
+        src, old = found
+        t0 = time.perf_counter()
+        reuse.copy_prepared(src, run.make())
+        printer(f"prepared data reused from {src.name} (same input files, params and code)")
+        for k in ("inputs", "reconciliation", "reference_date", "period", "identity"):
+            manifest[k] = old.get(k)
+        manifest["timings"]["prepare"] = round(time.perf_counter() - t0, 2)
+        manifest["reuse"]["prepared"] = {
+            "from": src.name,
+            "reason": "same input files, preparation params, pseudonym key and code",
+        }
+        ids = _real_id_map(params, inputs) if params.privacy.export_real_ids else None
+        _write_run_info(run, manifest, params)
+        save()
     else:
+        manifest["reuse"]["prepared"] = {
+            "computed": why_not
+            or ("no earlier run with the same input files, preparation params and code")
+        }
         run.make()
         t0 = time.perf_counter()
         engine = {"duckdb": "DuckDB", "spark": "Spark"}[params.run.engine]
@@ -935,24 +1038,7 @@ def _run(
                 f"{t} {r['kept']:,} kept / {r['input']:,}" for t, r in prep.reconciliation.items()
             )
         )
-        _write_json(
-            run.root / "run_info.json",
-            {
-                k: manifest[k]
-                for k in (
-                    "client",
-                    "version",
-                    "params_sha256",
-                    "packages",
-                    "crm_helpers_version",
-                    "git",
-                    "inputs",
-                    "period",
-                    "reference_date",
-                )
-            }
-            | {"privacy": {"min_group_size": params.privacy.min_group_size}},
-        )
+        _write_run_info(run, manifest, params)
         save()
 
     # Chapters kept from an interrupted run: done, with their notebook, and reading nothing rerun.
@@ -963,10 +1049,37 @@ def _run(
         if c.get("status") == "ok"
         and (run.notebooks / f"{c['number']}-{c['slug']}.ipynb").is_file()
     }
-    rerun = _to_rerun(chapters, set(done))
+    parts = _chapter_fingerprints(chapters, params, prep_fp, code_fp)
+    manifest["fingerprints"]["chapters"] = parts
+    earlier_ok: dict[str, tuple[Path, dict[str, Any]]] = {}
     for ch in chapters:
-        if ch.slug not in rerun:
+        hit = reuse.find_chapter(earlier, ch, parts[ch.slug]["total"]) if prep_fp else None
+        if hit is not None and ch.slug not in done:
+            earlier_ok[ch.slug] = hit
+    rerun = _to_rerun(chapters, set(done) | set(earlier_ok))
+    for ch in chapters:
+        if ch.slug in rerun:
+            manifest["reuse"]["chapters"][ch.slug] = {
+                "executed": why_not or reuse.why_rerun(earlier, ch.slug, parts[ch.slug])
+            }
+        elif ch.slug in done:
             results[ch.slug] = done[ch.slug] | {"reused": True}
+            manifest["reuse"]["chapters"][ch.slug] = {"kept": "from the interrupted run (resume)"}
+        else:
+            src, old = earlier_ok[ch.slug]
+            reuse.copy_chapter(src, run, ch)
+            results[ch.slug] = _chapter_result(ch, "ok", None, None, 0.0) | {
+                "reused": True,
+                "reused_from": src.name,
+                "original_seconds": old.get("seconds"),
+            }
+            manifest["reuse"]["chapters"][ch.slug] = {
+                "reused_from": src.name,
+                "reason": "same prepared data, params, notebook, code and upstream chapters",
+            }
+    reused = [s for s, r in manifest["reuse"]["chapters"].items() if "reused_from" in r]
+    if reused:
+        printer(f"chapters reused from earlier runs (unchanged inputs): {', '.join(reused)}")
     if resume:
         manifest.setdefault("resumed", []).append(
             {

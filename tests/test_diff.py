@@ -267,6 +267,7 @@ def test_page_names_changed_figures_with_both_values_and_the_changed_params(tmp_
     assert page.startswith("# What changed since the last report (version v1) {.unnumbered}")
     assert "`chapters.basket.min_support`: 0.005 → 0.01" in page
     assert cells(page, "Frequent itemsets") == ["Frequent itemsets", "114", "50", "-64", "-56.1 %"]
+    assert "## Basket {#changed-basket}" in page
     assert "Input data:** unchanged" in page and "No figure changed" not in page
     assert "Rules" not in page  # unchanged figures are not listed
 
@@ -371,10 +372,14 @@ def test_cli_table_names_the_changed_figure_and_counts_the_unchanged(tmp_path):
 def test_cli_json_has_every_row_with_exact_values(tmp_path):
     a = make_run(tmp_path, "v1")
     b = make_run(tmp_path, "v2", artifacts=changed(basket={"n_rules": 5}))
-    proc = _cli("diff", str(a), str(b), "--json")
+    (tmp_path / "acme" / "latest").symlink_to("v2", target_is_directory=True)
+    proc = _cli(
+        "diff", "v1", "latest", "--client", "acme", "--reports-dir", str(tmp_path), "--json"
+    )
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     assert data["old"]["version"] == "v1" and data["new"]["version"] == "v2"
+    assert json.loads(_cli("diff", str(a), str(b), "--json").stdout)["rows"] == data["rows"]
     assert data["counts"]["changed"] == 1 and data["tolerance"]["rel_tol"] == diff.REL_TOL
     row = next(r for r in data["rows"] if r["key"] == "basket.n_rules")
     assert (row["old"], row["new"], row["status"], row["abs_change"]) == (8, 5, "changed", -3)

@@ -243,10 +243,13 @@ def read_run(path: str | Path, manifest: dict[str, Any] | None = None) -> _Run:
 
 
 def resolve_run(ref: str | Path, client: str | None, reports_dir: Path) -> Path:
-    """The run folder that ``ref`` names: a folder path, or a version of ``client``."""
-    path = Path(ref)
-    if path.is_dir() or client is None:
-        return path
+    """The run folder that ``ref`` names.
+
+    With ``client``, a bare name (``v1``, ``latest``) is a version in ``reports_dir/<client>/``;
+    otherwise, and for anything with a path separator, ``ref`` is the folder itself.
+    """
+    if client is None or "/" in str(ref) or "\\" in str(ref):
+        return Path(ref)
     return Path(reports_dir) / client / str(ref)
 
 
@@ -710,7 +713,8 @@ def page_markdown(diff: RunDiff) -> str:
         for area in AREAS:
             rows = [r for r in figures if r.area == area]
             if rows:
-                parts.append(f"## {area}\n\n" + markdown_table(rows, k, area=False))
+                anchor = "changed-" + re.sub(r"[^a-z]+", "-", area.lower()).strip("-")
+                parts.append(f"## {area} {{#{anchor}}}\n\n" + markdown_table(rows, k, area=False))
         if any(r.kind == "count" or r.group != (None, None) for r in figures):
             parts.append(
                 f"*Groups of fewer than {k} customers are suppressed (`< {k}`; their other "

@@ -1,4 +1,4 @@
-"""``crm-report``: run, validate, demo-data. Errors for users print without a traceback."""
+"""``crm-report``: run, validate, diff, demo-data. Errors for users print without a traceback."""
 
 from __future__ import annotations
 
@@ -91,6 +91,22 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_diff(args: argparse.Namespace) -> int:
+    """Compare two report runs of a client and print what changed."""
+    from .paths import REPORTS_DIR
+    from .report.diff import cli_text, compare_runs, resolve_run
+
+    reports = Path(args.reports_dir) if args.reports_dir else REPORTS_DIR
+    old = resolve_run(args.old, args.client, reports)
+    new = resolve_run(args.new, args.client, reports)
+    result = compare_runs(old, new)
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2, sort_keys=True, default=str))
+    else:
+        print(cli_text(result, show_all=args.all), end="")
+    return 0
+
+
 def cmd_demo_data(args: argparse.Namespace) -> int:
     """Write the demo tables (and their ground truth) for the params' demo settings."""
     from .config import load_params
@@ -137,6 +153,18 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument("--params", help="params file (default: params/default.yml)")
     val.add_argument("--json", action="store_true", help="also print the full summary as JSON")
     val.set_defaults(func=cmd_validate)
+
+    diff = sub.add_parser(
+        "diff",
+        help="compare two report runs of a client: KPIs, segments, model metrics, params, inputs",
+    )
+    diff.add_argument("old", help="the older run: a run folder, or a version with --client")
+    diff.add_argument("new", help="the newer run: a run folder, or a version with --client")
+    diff.add_argument("--client", help="read OLD and NEW as versions of this client")
+    diff.add_argument("--reports-dir", help="where <client>/<version>/ are (default: reports/)")
+    diff.add_argument("--all", action="store_true", help="also list the unchanged figures")
+    diff.add_argument("--json", action="store_true", help="every row as JSON (exact values)")
+    diff.set_defaults(func=cmd_diff)
 
     demo = sub.add_parser("demo-data", help="write the demo data and its planted ground truth")
     demo.add_argument("--params", help="params file whose data.demo block to use")

@@ -30,6 +30,7 @@ import yaml
 from ..config import Params
 from ..errors import RunError
 from ..paths import ASSETS_DIR, QUARTO_PROJECT_FILE, RunPaths
+from . import diff
 
 HIDDEN_TAGS = {"parameters", "injected-parameters", "remove-cell"}
 _OPTION = re.compile(r"^#\|\s*([\w-]+)\s*:\s*(.*)$")
@@ -181,6 +182,9 @@ def build_markdown(run: RunPaths, params: Params, manifest: dict[str, Any], work
     media = work / "media"
     media.mkdir(parents=True, exist_ok=True)
     parts = [index_markdown(params, manifest)]
+    page = diff.page_of(run.root, manifest)  # what changed since the last report, first
+    if page is not None:
+        parts.append(page.read_text(encoding="utf-8"))
     for chapter, path in _chapter_sources(run, manifest):
         if chapter["status"] == "ok" and path.is_file():
             nb = nbformat.read(path, as_version=4)
@@ -283,16 +287,27 @@ def quarto_config(params: Params, manifest: dict[str, Any], chapters: list[str])
     return cfg
 
 
-def render_quarto(run: RunPaths, params: Params, manifest: dict[str, Any]) -> None:
-    """Render the run folder as a Quarto book: ``report.pdf`` (Typst) and ``book/`` (HTML)."""
-    chapters = []
+def quarto_chapters(run: RunPaths, manifest: dict[str, Any]) -> list[str]:
+    """The book's chapters after ``index.md``, relative to the run folder.
+
+    The "what changed since the last report" page first (when the run has one), then each
+    executed notebook, or a page saying that the chapter failed (written here).
+    """
+    page = diff.page_of(run.root, manifest)
+    chapters = [page.name] if page is not None else []
     for chapter, path in _chapter_sources(run, manifest):
         if chapter["status"] == "ok" and path.is_file():
             chapters.append(str(path.relative_to(run.root)))
         else:
-            page = run.root / f"failed-{chapter['slug']}.md"
-            page.write_text(failed_markdown(chapter), encoding="utf-8")
-            chapters.append(page.name)
+            failed = run.root / f"failed-{chapter['slug']}.md"
+            failed.write_text(failed_markdown(chapter), encoding="utf-8")
+            chapters.append(failed.name)
+    return chapters
+
+
+def render_quarto(run: RunPaths, params: Params, manifest: dict[str, Any]) -> None:
+    """Render the run folder as a Quarto book: ``report.pdf`` (Typst) and ``book/`` (HTML)."""
+    chapters = quarto_chapters(run, manifest)
     (run.root / "index.md").write_text(index_markdown(params, manifest), encoding="utf-8")
     cfg = quarto_config(params, manifest, chapters)
     (run.root / "_quarto.yml").write_text(yaml.safe_dump(cfg, allow_unicode=True, sort_keys=False))

@@ -47,7 +47,7 @@ from ..data import (
 from ..engine import spark_master
 from ..errors import CRMError, DataError, RunError, RunInterrupted
 from ..paths import DEMO_DATA_DIR, PROJECT_ROOT, REPORTS_DIR, RunPaths
-from . import browser, faults, render, reuse
+from . import browser, diff, faults, render, reuse
 
 PACKAGES = (
     "pandas",
@@ -1129,6 +1129,8 @@ def _run(
     if restricted is not None and "restricted" in manifest["actions"]:
         printer(f"action lists with real customer ids (owner-only): {restricted}")
 
+    # "What changed since the last report": latest still points to the previous complete run.
+    manifest["compared_with"] = diff.write_page(run.root, manifest, client_dir)
     t0 = time.perf_counter()
     printer(f"rendering ({renderer})")
     try:

@@ -47,7 +47,7 @@ from ..data import (
 from ..engine import spark_master
 from ..errors import CRMError, DataError, RunError, RunInterrupted
 from ..paths import DEMO_DATA_DIR, PROJECT_ROOT, REPORTS_DIR, RunPaths
-from . import browser, faults, render
+from . import browser, faults, localize, render
 
 PACKAGES = (
     "pandas",
@@ -270,8 +270,9 @@ def notebook_parameters(ch: Chapter, params: Params, run_dir: Path) -> dict[str,
 def _strip_volatile(path: Path) -> None:
     """Make an executed notebook reviewable and renderable by Quarto.
 
-    Removes papermill's timestamps (reruns then diff only on real changes) and tags the parameter
-    cells ``remove-cell`` so that Quarto hides them as the fallback renderer does.
+    Removes papermill's timestamps (reruns then diff only on real changes), tags the parameter
+    cells ``remove-cell`` so that Quarto hides them as the fallback renderer does, and folds each
+    figure's computed takeaway into its ``#| fig-cap`` (:func:`localize.fold_takeaways`).
     """
     nb = nbformat.read(path, as_version=4)
     meta = nb.metadata.get("papermill", {})
@@ -287,6 +288,7 @@ def _strip_volatile(path: Path) -> None:
         if pmeta:
             for k in ("start_time", "end_time", "duration"):
                 pmeta.pop(k, None)
+    localize.fold_takeaways(nb)
     nbformat.write(nb, path)
 
 
@@ -364,7 +366,7 @@ def execute_chapter(
 
     try:
         pm.execute_notebook(
-            str(ch.notebook),
+            localize.source_notebook(ch.notebook, params.report.language),
             str(out),
             parameters=notebook_parameters(ch, params, run.root),
             engine_name="crm-progress",
@@ -951,7 +953,8 @@ def _run(
                     "reference_date",
                 )
             }
-            | {"privacy": {"min_group_size": params.privacy.min_group_size}},
+            | {"privacy": {"min_group_size": params.privacy.min_group_size}}
+            | {"report": {"language": params.report.language}},
         )
         save()
 

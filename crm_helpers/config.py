@@ -316,6 +316,11 @@ class ReportParams(_Strict):
     formats: list[Literal["html", "pdf"]] = Field(
         default_factory=lambda: ["html", "pdf"], description="Formats to render."
     )
+    language: Literal["en", "zh"] = Field(
+        "en",
+        description="Language of the report's text: en = English, zh = Simplified Chinese "
+        "(titles, headings, prose, figure and table captions, table headers, summary).",
+    )
 
 
 #: Spark master URLs: local mode, a standalone cluster, YARN, Kubernetes, Spark Connect.

@@ -14,7 +14,11 @@ from typing import Any
 import pandas as pd
 from IPython.display import Markdown
 
-from . import privacy
+from . import i18n, privacy
+
+#: MIME type of the output that carries a figure's computed takeaway sentence to the runner, which
+#: folds it into the cell's ``#| fig-cap`` and removes it (:mod:`crm_helpers.report.captions`).
+TAKEAWAY_MIME = "application/vnd.crm-takeaway+json"
 
 
 def fmt_num(value: Any, digits: int = 0) -> str:
@@ -49,19 +53,20 @@ def table(
     :data:`crm_helpers.privacy.COUNT_COLUMNS`; ``cells=True`` marks a cross-tabulation of counts.
     """
     df, hidden = privacy.suppress(df, counts=counts, cells=cells)
+    df = df.rename(columns=i18n.header)  # after suppression: it recognises the English headers
     shown = df.head(max_rows)
     shown = shown.astype(object).where(shown.notna(), None)  # tabulate shows None as missingval
     text = shown.to_markdown(index=index, floatfmt=floatfmt, intfmt=",", missingval="–")
     if caption:
         text += f"\n\n: {caption}"
     if len(df) > max_rows:
-        text += f"\n\n*First {max_rows} of {len(df):,} rows.*"
+        text += "\n\n*" + i18n.tr("First {shown} of {rows:,} rows.", shown=max_rows, rows=len(df)) + "*"
     if hidden:
-        k = privacy.min_group_size()
-        text += (
-            f"\n\n*Groups of fewer than {k} customers are suppressed (`< {k}`; their other "
-            "figures blank) to protect privacy.*"
-        )
+        text += "\n\n*" + i18n.tr(
+            "Groups of fewer than {k} customers are suppressed (`< {k}`; their other figures "
+            "blank) to protect privacy.",
+            k=privacy.min_group_size(),
+        ) + "*"
     return Markdown(text)
 
 
@@ -70,11 +75,32 @@ def say(text: str) -> Markdown:
     return Markdown(text)
 
 
+def takeaway(text: str) -> None:
+    """Show a figure's computed takeaway sentence; the runner appends it to the cell's fig-cap.
+
+    Call it in the figure's cell, before ``plt.show()``, with a sentence computed from the data
+    (build it with :func:`crm_helpers.i18n.tr`, so that it is in the report's language). The
+    output also lists the colours of the open figures outside the report's palette
+    (:func:`crm_helpers.plots.off_palette`), which the runner keeps in the cell's metadata.
+    """
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    from .plots import off_palette
+
+    off = sorted({c for n in plt.get_fignums() for c in off_palette(plt.figure(n))})
+    display({TAKEAWAY_MIME: {"text": text, "off_palette": off}, "text/plain": text}, raw=True)
+
+
 def not_available(chapter: str, needs: str) -> Markdown:
     """The short page a chapter shows when its inputs are absent or too thin."""
     return Markdown(
-        f"**{chapter} is not available for this data.** It needs {needs}. "
-        "No numbers are shown rather than numbers we cannot stand behind."
+        i18n.tr(
+            "**{chapter} is not available for this data.** It needs {needs}. No numbers are "
+            "shown rather than numbers we cannot stand behind.",
+            chapter=i18n.tr(chapter),
+            needs=needs,
+        )
     )
 
 

@@ -16,6 +16,7 @@ import pandas as pd
 from . import artifacts, privacy
 from .display import fmt_num, fmt_pct
 from .display import table as md_table
+from .i18n import language, tr
 
 
 def load_all(run_dir: str | Path) -> dict[str, dict[str, Any]]:
@@ -58,25 +59,25 @@ def headline_kpis(dq: dict[str, Any], customers: pd.DataFrame, active_days: int)
 
 
 def kpi_table(kpis: dict[str, Any]) -> pd.DataFrame:
-    """The headline KPIs as a two-column table."""
+    """The headline KPIs as a two-column table (in the report's language)."""
     if kpis.get("basket_only"):
         rows = [
-            ("Baskets (orders)", fmt_num(kpis["orders"])),
-            ("Distinct products", fmt_num(kpis["products"])),
-            ("Products per basket", fmt_num(kpis["items_per_basket"], 2)),
-            ("Customers, revenue", "not in this data (baskets only)"),
+            (tr("Baskets (orders)"), fmt_num(kpis["orders"])),
+            (tr("Distinct products"), fmt_num(kpis["products"])),
+            (tr("Products per basket"), fmt_num(kpis["items_per_basket"], 2)),
+            (tr("Customers, revenue"), tr("not in this data (baskets only)")),
         ]
         return pd.DataFrame(rows, columns=["KPI", "value"])
     rows = [
-        ("Customers (at least one purchase)", fmt_num(kpis["customers"])),
+        (tr("Customers (at least one purchase)"), fmt_num(kpis["customers"])),
         (
-            f"Active customers (bought in the last {kpis['active_days']} days)",
+            tr("Active customers (bought in the last {days} days)", days=kpis["active_days"]),
             f"{fmt_num(kpis['active_customers'])} ({fmt_pct(kpis['active_share'])})",
         ),
-        ("Net revenue (after returns)", fmt_num(kpis["net_revenue"])),
-        ("Orders", fmt_num(kpis["orders"])),
-        ("Average order value", fmt_num(kpis["average_order_value"], 2)),
-        ("Repeat rate (customers with 2+ orders)", fmt_pct(kpis["repeat_rate"])),
+        (tr("Net revenue (after returns)"), fmt_num(kpis["net_revenue"])),
+        (tr("Orders"), fmt_num(kpis["orders"])),
+        (tr("Average order value"), fmt_num(kpis["average_order_value"], 2)),
+        (tr("Repeat rate (customers with 2+ orders)"), fmt_pct(kpis["repeat_rate"])),
     ]
     return pd.DataFrame(rows, columns=["KPI", "value"])
 
@@ -90,53 +91,79 @@ def quality_caveats(dq: dict[str, Any]) -> list[str]:
             top = sorted(r["quarantined"].items(), key=lambda kv: (-kv[1], kv[0]))[:3]
             reasons = ", ".join(f"{reason.replace('_', ' ')} ({n:,})" for reason, n in top)
             out.append(
-                f"{table}: {q:,} of {r['input']:,} rows ({fmt_pct(q / r['input'])}) were set aside; "
-                f"main reasons: {reasons}."
+                tr(
+                    "{table}: {quarantined:,} of {rows:,} rows ({share}) were set aside; main "
+                    "reasons: {reasons}.",
+                    table=tr(table),
+                    quarantined=q,
+                    rows=r["input"],
+                    share=fmt_pct(q / r["input"]),
+                    reasons=reasons,
+                )
             )
     merged = dq.get("identity", {}).get("merged_ids", 0)
     if merged:
         out.append(
-            f"{merged:,} customer ids were merged into other records (same person under several "
-            "ids); chapter 00 lists each merge so that it can be checked."
+            tr(
+                "{merged:,} customer ids were merged into other records (same person under "
+                "several ids); chapter 00 lists each merge so that it can be checked.",
+                merged=merged,
+            )
         )
     share = dq["kpis"].get("return_line_share")
     if share:
-        out.append(f"{fmt_pct(share)} of kept transaction lines are returns or cancellations.")
+        out.append(
+            tr("{share} of kept transaction lines are returns or cancellations.", share=fmt_pct(share))
+        )
     return out
 
 
 def _dq_section(dq: dict[str, Any]) -> str:
     k = dq["kpis"]
     if k.get("basket_only"):
-        return (
-            f"Every input row is accounted for: {dq['rows_kept']:,} kept and "
-            f"{dq['rows_quarantined']:,} quarantined with a reason. The data hold "
-            f"{k['orders']:,} baskets over {k['products']:,} products, without customers, dates "
-            "or prices: only the market basket analysis applies."
+        return tr(
+            "Every input row is accounted for: {kept:,} kept and {quarantined:,} quarantined with "
+            "a reason. The data hold {orders:,} baskets over {products:,} products, without "
+            "customers, dates or prices: only the market basket analysis applies.",
+            kept=dq["rows_kept"],
+            quarantined=dq["rows_quarantined"],
+            orders=k["orders"],
+            products=k["products"],
         )
-    return (
-        f"Every input row is accounted for: {dq['rows_kept']:,} kept and "
-        f"{dq['rows_quarantined']:,} quarantined with a reason. The unified customer view holds "
-        f"{k['customers']:,} buying customers over {k['period']['start']} to {k['period']['end']}."
+    return tr(
+        "Every input row is accounted for: {kept:,} kept and {quarantined:,} quarantined with a "
+        "reason. The unified customer view holds {customers:,} buying customers over {start} to "
+        "{end}.",
+        kept=dq["rows_kept"],
+        quarantined=dq["rows_quarantined"],
+        customers=k["customers"],
+        start=k["period"]["start"],
+        end=k["period"]["end"],
     )
 
 
 def _profile_section(p: dict[str, Any]) -> str:
     top = p.get("revenue_share_top", {})
     tags = ", ".join(
-        f"{k.replace('_', ' ')} {v:,}" for k, v in sorted(p.get("tag_counts", {}).items())
+        f"{tr(k.replace('_', ' '))} {v:,}" for k, v in sorted(p.get("tag_counts", {}).items())
     )
     parts = [
-        f"The top 10 % of customers bring {fmt_pct(top.get('10%'))} of revenue (Gini "
-        f"{p['gini']:.2f})."
+        tr(
+            "The top 10 % of customers bring {share} of revenue (Gini {gini:.2f}).",
+            share=fmt_pct(top.get("10%")),
+            gini=p["gini"],
+        )
         if "gini" in p
         else "",
-        f"{fmt_pct(p.get('retention_month_1'))} of a cohort buys again in its second month."
+        tr(
+            "{share} of a cohort buys again in its second month.",
+            share=fmt_pct(p.get("retention_month_1")),
+        )
         if p.get("retention_month_1") is not None
         else "",
-        f"Customer tags: {tags}." if tags else "",
+        tr("Customer tags: {tags}.", tags=tags) if tags else "",
     ]
-    return " ".join(x for x in parts if x)
+    return (" " if language() == "en" else "").join(x for x in parts if x)
 
 
 def _segmentation_section(s: dict[str, Any]) -> str:
@@ -153,59 +180,97 @@ def _segmentation_section(s: dict[str, Any]) -> str:
         ]
     )
     check = (
-        f" Against the demo's planted segments the clusters score an adjusted Rand index of "
-        f"{s['ari_planted']:.2f}."
+        tr(
+            " Against the demo's planted segments the clusters score an adjusted Rand index of "
+            "{ari:.2f}.",
+            ari=s["ari_planted"],
+        )
         if s.get("ari_planted") is not None
         else ""
     )
     return (
-        f"{s['customers']:,} buying customers in {len(segs)} RFM segments; the data form "
-        f"{s['k']} {s['method']} clusters.{check}\n\n" + md_table(shown, floatfmt=",.1f").data
+        tr(
+            "{customers:,} buying customers in {segments} RFM segments; the data form {k} "
+            "{method} clusters.",
+            customers=s["customers"],
+            segments=len(segs),
+            k=s["k"],
+            method=s["method"],
+        )
+        + f"{check}\n\n"
+        + md_table(shown, floatfmt=",.1f").data
     )
 
 
 def _clv_section(c: dict[str, Any]) -> str:
     if c.get("status") != "ok":
         missing = "; ".join(c.get("missing") or []) or c.get("error") or "unknown reason"
-        return f"Not estimated for this data: it needs {missing}."
+        return tr("Not estimated for this data: it needs {missing}.", missing=missing)
     iv = c.get("total_clv_interval")
     interval = (
-        f" ({fmt_pct(c['interval_level'], 0)} interval {fmt_num(iv[0])} to {fmt_num(iv[1])})"
+        tr(
+            " ({level} interval {low} to {high})",
+            level=fmt_pct(c["interval_level"], 0),
+            low=fmt_num(iv[0]),
+            high=fmt_num(iv[1]),
+        )
         if iv
         else ""
     )
     h = c["holdout"]
-    verdict = "beats" if h["model_beats_baseline"] else "does not beat"
-    return (
-        f"Expected value of the {c['customers']:,} customers over the next {c['horizon_months']} "
-        f"months: {fmt_num(c['total_clv'])}{interval}; the top 10 % of customers hold "
-        f"{fmt_pct(c['top_decile_share'])} of it. On the holdout the model predicted "
-        f"{fmt_num(h['transactions_predicted'])} repeat purchases against "
-        f"{fmt_num(h['transactions_actual'])} actual ({h['transactions_error_pct']:+.1f} %) and "
-        f"{verdict} the naive baseline."
+    verdict = tr("beats") if h["model_beats_baseline"] else tr("does not beat")
+    return tr(
+        "Expected value of the {customers:,} customers over the next {months} months: "
+        "{total}{interval}; the top 10 % of customers hold {top} of it. On the holdout the model "
+        "predicted {predicted} repeat purchases against {actual} actual ({error:+.1f} %) and "
+        "{verdict} the naive baseline.",
+        customers=c["customers"],
+        months=c["horizon_months"],
+        total=fmt_num(c["total_clv"]),
+        interval=interval,
+        top=fmt_pct(c["top_decile_share"]),
+        predicted=fmt_num(h["transactions_predicted"]),
+        actual=fmt_num(h["transactions_actual"]),
+        error=h["transactions_error_pct"],
+        verdict=verdict,
     )
 
 
 def _basket_section(b: dict[str, Any]) -> str:
     if b.get("status") != "ok":
-        return f"Not available for this data: it needs {'; '.join(b.get('missing') or [])}."
-    text = (
-        f"{b['n_transactions']:,} baskets over {b['n_items']:,} items give {b['n_rules']:,} rules "
-        f"at support {b['min_support']:g} and confidence {b['min_confidence']:g} "
-        f"({b['n_significant']:,} significant after correction)."
+        return tr(
+            "Not available for this data: it needs {missing}.",
+            missing="; ".join(b.get("missing") or []),
+        )
+    text = tr(
+        "{baskets:,} baskets over {items:,} items give {rules:,} rules at support {support:g} "
+        "and confidence {confidence:g} ({significant:,} significant after correction).",
+        baskets=b["n_transactions"],
+        items=b["n_items"],
+        rules=b["n_rules"],
+        support=b["min_support"],
+        confidence=b["min_confidence"],
+        significant=b["n_significant"],
     )
     offers = b.get("cross_sell") or []
     if not offers:
-        return text + " No rule is both significant and stable enough to suggest a cross-sell."
-    rows = "\n".join(
-        f"| {o['customers who buy']} | {o['offer']} | {o['confidence']:.2f} | {o['lift']:.1f} |"
-        for o in offers
+        return text + tr(" No rule is both significant and stable enough to suggest a cross-sell.")
+    shown = pd.DataFrame(
+        [
+            {
+                "customers who buy": o["customers who buy"],
+                "offer": o["offer"],
+                "confidence": round(o["confidence"], 2),
+                "lift": round(o["lift"], 1),
+            }
+            for o in offers
+        ]
     )
     return (
         text
-        + " Cross-sell suggestions (significant and stable rules):\n\n"
-        + "| customers who buy | offer | confidence | lift |\n|---|---|--:|--:|\n"
-        + rows
+        + tr(" Cross-sell suggestions (significant and stable rules):")
+        + "\n\n"
+        + md_table(shown, floatfmt=("", "", ".2f", ".1f")).data
     )
 
 
@@ -240,87 +305,134 @@ def _signed(value: float | None) -> str:
 def _recommendations_section(r: dict[str, Any]) -> str:
     k, best = r["k"], r["chosen_model"]
     g = r["gain_vs_popularity_pct"][best]
-    verdict = "beat" if all(r["beats_popularity"].values()) else "do not clearly beat"
-    return (
-        f"{r['customers_with_lists']:,} customers have a list of up to {r['top_n']} products "
-        f"from {best}. On the purchases after {r['cutoff']} its lists {verdict} popularity: "
-        f"precision@{k} {_signed(g.get('precision_at_k'))}, NDCG@{k} {_signed(g.get('ndcg_at_k'))}, "
-        f"success@{k} {_signed(g.get('success_at_k'))} (customers with at least one hit)."
+    verdict = tr("beat") if all(r["beats_popularity"].values()) else tr("do not clearly beat")
+    return tr(
+        "{customers:,} customers have a list of up to {top_n} products from {model}. On the "
+        "purchases after {cutoff} its lists {verdict} popularity: precision@{k} {precision}, "
+        "NDCG@{k} {ndcg}, success@{k} {success} (customers with at least one hit).",
+        customers=r["customers_with_lists"],
+        top_n=r["top_n"],
+        model=best,
+        cutoff=r["cutoff"],
+        verdict=verdict,
+        k=k,
+        precision=_signed(g.get("precision_at_k")),
+        ndcg=_signed(g.get("ndcg_at_k")),
+        success=_signed(g.get("success_at_k")),
     )
 
 
 def _churn_section(c: dict[str, Any]) -> str:
     rows = {r["model"]: r for r in c["metrics"]}
     model, base = rows[c["scoring_model"]], rows["Baseline: recency"]
-    verdict = "beats" if c["beats_baseline"] else "does not clearly beat"
+    verdict = tr("beats") if c["beats_baseline"] else tr("does not clearly beat")
     listed = sum(r["value_at_risk"] for r in c["win_back"])
     total = c["value_at_risk_total"]
-    share = f" ({listed / total:.0%} of it)" if total else ""
-    return (
-        f"{c['scored_customers']:,} active customers are scored for churn in the next "
-        f"{c['horizon_days']} days. On the test cutoff ({c['cutoffs']['test']}) "
-        f"{c['scoring_model']} {verdict} the recency rule: ROC-AUC {model['roc_auc']:.3f} vs "
-        f"{base['roc_auc']:.3f}, {c['top_decile_churners']:,} vs "
-        f"{c['baseline_top_decile_churners']:,} churners in the top decile. Expected value at risk "
-        f"({c['value_source']}) is {total:,.0f}; the win-back list of {len(c['win_back']):,} "
-        f"customers holds {listed:,.0f}{share}"
-        + (
-            ", ranked by the recency rule since no model beat it."
-            if c.get("ranked_by") == "Baseline: recency"
-            else "."
-        )
+    share = tr(" ({share:.0%} of it)", share=listed / total) if total else ""
+    return tr(
+        "{scored:,} active customers are scored for churn in the next {days} days. On the test "
+        "cutoff ({cutoff}) {model} {verdict} the recency rule: ROC-AUC {auc:.3f} vs "
+        "{base_auc:.3f}, {caught:,} vs {base_caught:,} churners in the top decile. Expected value "
+        "at risk ({source}) is {total:,.0f}; the win-back list of {listed_customers:,} customers "
+        "holds {listed:,.0f}{share}",
+        scored=c["scored_customers"],
+        days=c["horizon_days"],
+        cutoff=c["cutoffs"]["test"],
+        model=c["scoring_model"],
+        verdict=verdict,
+        auc=model["roc_auc"],
+        base_auc=base["roc_auc"],
+        caught=c["top_decile_churners"],
+        base_caught=c["baseline_top_decile_churners"],
+        source=tr(c["value_source"]),
+        total=total,
+        listed_customers=len(c["win_back"]),
+        listed=listed,
+        share=share,
+    ) + (
+        tr(", ranked by the recency rule since no model beat it.")
+        if c.get("ranked_by") == "Baseline: recency"
+        else tr(".")
     )
 
 
 def _forecast_section(f: dict[str, Any]) -> str:
-    units = {"D": "days", "W": "weeks", "M": "months"}[f["period"]]
+    units = tr({"D": "days", "W": "weeks", "M": "months"}[f["period"]])
     h = f["horizon"]
     parts = []
     for name in sorted(f["chosen"], key=["revenue", "orders", "customers"].index):
         v = f["chosen"][name]
         total = sum(p["mean"] for p in f["forecast"][name])
-        label = {"revenue": "Net revenue", "orders": "Orders", "customers": "Active customers"}[
-            name
-        ]
+        label = tr(
+            {"revenue": "Net revenue", "orders": "Orders", "customers": "Active customers"}[name]
+        )
         how = (
-            f"{v['chosen']}, which beat {v['baseline'].lower()} in the backtest (MASE "
-            f"{v['mase']:.2f} vs {v['baseline_mase']:.2f})"
+            tr(
+                "{model}, which beat {baseline} in the backtest (MASE {mase:.2f} vs "
+                "{baseline_mase:.2f})",
+                model=v["chosen"],
+                baseline=tr(v["baseline"].lower()),
+                mase=v["mase"],
+                baseline_mase=v["baseline_mase"],
+            )
             if v["beats_baseline"]
-            else f"{v['chosen'].lower()} (MASE {v['mase']:.2f}; no statistical model beat "
-            f"{v['baseline'].lower()}, MASE {v['baseline_mase']:.2f}): a reference line"
+            else tr(
+                "{model} (MASE {mase:.2f}; no statistical model beat {baseline}, MASE "
+                "{baseline_mase:.2f}): a reference line",
+                model=tr(v["chosen"].lower()),
+                baseline=tr(v["baseline"].lower()),
+                mase=v["mase"],
+                baseline_mase=v["baseline_mase"],
+            )
         )
         if name == "revenue":
-            parts.append(f"{label} over the next {h} {units}: {total:,.0f}, from {how}.")
+            parts.append(
+                tr(
+                    "{label} over the next {h} {units}: {total:,.0f}, from {how}.",
+                    label=label,
+                    h=h,
+                    units=units,
+                    total=total,
+                    how=how,
+                )
+            )
         else:
-            parts.append(f"{label}: from {how}.")
-    return " ".join(parts)
+            parts.append(tr("{label}: from {how}.", label=label, how=how))
+    return (" " if language() == "en" else "").join(parts)
 
 
 def _satisfaction_section(s: dict[str, Any]) -> str:
     if s["nps"] is not None:
-        head = f"NPS {s['nps']:+.0f} over {s['responses']:,} responses."
+        head = tr("NPS {nps:+.0f} over {responses:,} responses.", nps=s["nps"], responses=s["responses"])
     else:
-        head = (
-            f"CSAT {s['csat_mean']:.2f} on {s['scale_range'][0]}-{s['scale_range'][1]}, "
-            f"{s['csat_share_satisfied']:.0%} satisfied, over {s['responses']:,} responses."
+        head = tr(
+            "CSAT {mean:.2f} on {low}-{high}, {share:.0%} satisfied, over {responses:,} responses.",
+            mean=s["csat_mean"],
+            low=s["scale_range"][0],
+            high=s["scale_range"][1],
+            share=s["csat_share_satisfied"],
+            responses=s["responses"],
         )
     low = [
-        f"{d['factor']} {d['level']}"
+        f"{tr(d['factor'])} {d['level']}"
         for d in (s.get("drivers") or [])
         if d.get("p_value") is not None and d["p_value"] < 0.05 and d["coef"] < 0
     ]
     if low:
-        head += f" Significantly lower scores: {', '.join(low)}."
+        head += tr(" Significantly lower scores: {levels}.", levels=", ".join(low))
     bands = [
         b
         for b in (s.get("churn_by_band") or [])
         if b["band"] != "no feedback" and b.get("mean_churn_probability") is not None
     ]
     if len(bands) >= 2:
-        head += (
-            f" Churn probability {bands[0]['mean_churn_probability']:.0%} in the "
-            f"{bands[0]['band']} band vs {bands[-1]['mean_churn_probability']:.0%} in the "
-            f"{bands[-1]['band']} band."
+        head += tr(
+            " Churn probability {first:.0%} in the {first_band} band vs {last:.0%} in the "
+            "{last_band} band.",
+            first=bands[0]["mean_churn_probability"],
+            first_band=tr(bands[0]["band"]),
+            last=bands[-1]["mean_churn_probability"],
+            last_band=tr(bands[-1]["band"]),
         )
     return head
 
@@ -342,14 +454,17 @@ SECTIONS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
 def _section(slug: str, art: dict[str, Any]) -> str:
     """One chapter's Markdown; a chapter that found its inputs lacking says what it needs."""
     if art.get("status") == "not_available":
-        return f"Not available for this data: it needs {'; '.join(art.get('missing') or [])}."
+        return tr(
+            "Not available for this data: it needs {missing}.",
+            missing="; ".join(art.get("missing") or []),
+        )
     return SECTIONS[slug][1](art)
 
 
 def sections(arts: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
     """(title, Markdown) for each chapter that produced an artifact, in chapter order."""
     return [
-        (SECTIONS[s][0], _section(s, arts[s]))
+        (tr(SECTIONS[s][0]), _section(s, arts[s]))
         for s in artifacts.SLUGS
         if s in arts and s in SECTIONS
     ]

@@ -495,3 +495,40 @@ def test_quarto_path_renders_the_book(reports, tmp_path, monkeypatch):
     assert "run_dir" not in pdf_text and "import " not in pdf_text  # code and parameters hidden
     assert (result.run_dir / "book" / "index.html").is_file()
     assert (result.run_dir / "report.html").is_file()
+
+
+def test_every_figure_has_a_caption_ending_with_a_takeaway_computed_from_the_data(first_run):
+    """Each drawn figure's fig-cap is its static text plus the takeaway its cell computed."""
+    from crm_helpers.display import TAKEAWAY_MIME, fmt_num, fmt_pct
+    from crm_helpers.report.render import cell_options
+
+    run = first_run.run_dir
+    captions: dict[str, list[str]] = {}
+    for path in sorted((run / "notebooks").glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        for cell in nb.cells:
+            if cell.cell_type != "code":
+                continue
+            assert all(TAKEAWAY_MIME not in o.get("data", {}) for o in cell.outputs), path.name
+            if not any("image/png" in o.get("data", {}) for o in cell.outputs):
+                continue
+            take = cell.metadata.get("crm", {}).get("takeaway")
+            cap = cell_options(cell.source).get("fig-cap", "")
+            assert take and re.search(r"\d", take), (path.name, cell.id, cap)  # computed: numbers
+            assert cap.endswith(take) and len(cap) > len(take) + 10, (path.name, cap)
+            assert cell.metadata["crm"]["off_palette"] == [], (path.name, cap)
+            captions.setdefault(path.stem.split("-", 1)[1], []).append(cap)
+    assert sum(map(len, captions.values())) >= 20, captions
+    arts = {s: json.loads((run / "artifacts" / f"{s}.json").read_text()) for s in captions}
+    monthly = arts["data_quality"]["monthly_net_revenue"]
+    peak = max(monthly, key=monthly.get)
+    assert f"peaked in {peak[:7]} at {fmt_num(monthly[peak])}" in captions["data_quality"][1]
+    segs = arts["segmentation"]["segments"]
+    top = max(segs, key=lambda s: segs[s]["revenue_share"])
+    assert f"{top} are " in captions["segmentation"][0]
+    assert f"bring {fmt_pct(segs[top]['revenue_share'])} of net revenue" in captions["segmentation"][0]
+    assert f"k = {arts['segmentation']['k']} " in captions["segmentation"][1]
+    assert f"hold {fmt_pct(arts['clv']['top_decile_share'])} of the total" in captions["clv"][3]
+    assert f"On average {fmt_pct(arts['profile']['retention_month_1'])} of a cohort" in captions["profile"][3]
+    html = (run / "report.html").read_text(encoding="utf-8")
+    assert captions["segmentation"][0].split(". ", 1)[1] in html  # the same caption in the report

@@ -1548,12 +1548,14 @@ def plot_roc(y: Any, probabilities: Mapping[str, Any], ax: Axes | None = None) -
     """ROC curves of each model on one test cutoff, AUC in the legend."""
     from sklearn.metrics import roc_curve
 
+    from ..plots import NEUTRAL
+
     ax = _new_ax(ax)
     for i, (name, p) in enumerate(probabilities.items()):
         fpr, tpr, _ = roc_curve(y, p)
         auc = roc_auc_score(y, p)
         ax.plot(fpr, tpr, label=f"{name} (AUC {auc:.2f})", **_style(i))
-    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
+    ax.plot([0, 1], [0, 1], color=NEUTRAL, lw=0.8, ls=":")
     ax.set_xlabel("false positive rate (stayers flagged)")
     ax.set_ylabel("true positive rate (churners caught)")
     ax.legend(frameon=False, loc="lower right", fontsize=8)
@@ -1564,11 +1566,13 @@ def plot_calibration(
     y: Any, probabilities: Mapping[str, Any], bins: int = 10, ax: Axes | None = None
 ) -> Axes:
     """Reliability curves: mean predicted vs observed churn per decile of the prediction."""
+    from ..plots import NEUTRAL
+
     ax = _new_ax(ax)
     for i, (name, p) in enumerate(probabilities.items()):
         t = calibration_table(y, p, bins)
         ax.plot(t["predicted"], t["observed"], marker="o", label=name, **_style(i))
-    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
+    ax.plot([0, 1], [0, 1], color=NEUTRAL, lw=0.8, ls=":")
     ax.set_xlabel("predicted churn probability")
     ax.set_ylabel("observed churn rate")
     ax.legend(frameon=False, loc="upper left", fontsize=8)
@@ -1577,12 +1581,14 @@ def plot_calibration(
 
 def plot_gains(y: Any, probabilities: Mapping[str, Any], ax: Axes | None = None) -> Axes:
     """Cumulative gains: share of churners caught by contacting the top share of customers."""
+    from ..plots import NEUTRAL
+
     ax = _new_ax(ax)
     for i, (name, p) in enumerate(probabilities.items()):
         g = gains_curve(y, p)
         ax.plot(g["contacted"], g["caught"], label=name, **_style(i))
-    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":", label="random")
-    ax.axvline(0.1, color="grey", lw=0.6, ls="--")
+    ax.plot([0, 1], [0, 1], color=NEUTRAL, lw=0.8, ls=":", label="random")
+    ax.axvline(0.1, color=NEUTRAL, lw=0.6, ls="--")
     ax.set_xlabel("share of customers contacted (highest risk first)")
     ax.set_ylabel("share of churners caught")
     ax.legend(frameon=False, loc="lower right", fontsize=8)

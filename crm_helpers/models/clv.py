@@ -713,19 +713,19 @@ def plot_cumulative(
     """Cumulative repeat transactions, actual vs model, with the calibration end marked."""
     import matplotlib.pyplot as plt
 
-    from ..plots import PALETTE
+    from ..plots import NEUTRAL, PALETTE
 
     ax = ax or plt.subplots(figsize=(7, 3.6))[1]
     ax.plot(curve["period"], curve["actual"], color=PALETTE[0], label="actual")
     ax.plot(curve["period"], curve["predicted"], ls="--", color=PALETTE[1], label="BG/NBD")
-    ax.axvline(calibration_periods, color="grey", lw=0.8, ls=":")
+    ax.axvline(calibration_periods, color=NEUTRAL, lw=0.8, ls=":")
     ax.text(
         calibration_periods,
         ax.get_ylim()[1] * 0.95,
         " calibration end",
         fontsize=8,
         va="top",
-        color="grey",
+        color=NEUTRAL,
     )
     ax.set_xlabel(unit)
     ax.set_ylabel("cumulative repeat transactions")

@@ -1102,11 +1102,11 @@ def plot_profile(profile: pd.Series, *, ax: Axes | None = None) -> Axes:
     """Bars of a :func:`seasonal_profile` (mean seasonal effect per weekday, week or month)."""
     import matplotlib.pyplot as plt
 
-    from ..plots import PALETTE
+    from ..plots import NEUTRAL, PALETTE
 
     ax = ax if ax is not None else plt.subplots()[1]
     ax.bar([str(k) for k in profile.index], profile.to_numpy(), color=PALETTE[0])
-    ax.axhline(0, color="grey", lw=0.8)
+    ax.axhline(0, color=NEUTRAL, lw=0.8)
     ax.set_xlabel(profile.index.name or "")
     ax.set_ylabel("seasonal effect")
     return ax

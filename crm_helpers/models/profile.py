@@ -601,10 +601,10 @@ def plot_histogram(
 
 def plot_lorenz(lorenz: pd.DataFrame, ax: Axes | None = None, *, gini: float | None = None) -> Axes:
     """The Lorenz curve of revenue against the line of equal spending."""
-    from ..plots import PALETTE
+    from ..plots import NEUTRAL, PALETTE
 
     ax = _ax(ax, (7.5, 3.4))
-    ax.plot([0, 100], [0, 100], color="grey", lw=1, ls="--", label="equal spending")
+    ax.plot([0, 100], [0, 100], color=NEUTRAL, lw=1, ls="--", label="equal spending")
     label = "customers" if gini is None else f"customers (Gini {gini:.2f})"
     x, y = 100 * lorenz["customer_share"], 100 * lorenz["revenue_share"]
     ax.plot(x, y, color=PALETTE[0], lw=2, label=label)
@@ -627,6 +627,7 @@ def plot_retention(
     """
     import seaborn as sns
 
+    from ..plots import SEQUENTIAL
     from ..privacy import min_group_size
 
     k = min_group_size()
@@ -649,7 +650,7 @@ def plot_retention(
         annot=True,
         fmt=".0f",
         annot_kws={"fontsize": 6.5},
-        cmap="Blues",
+        cmap=SEQUENTIAL,
         vmin=0,
         vmax=max(vmax, 1.0),
         cbar_kws={"label": "% of cohort buying"},

@@ -1086,7 +1086,7 @@ def plot_distribution(dist: pd.DataFrame, ax: Axes | None = None) -> Axes:
 
 def plot_trend(trend: pd.DataFrame, scale: Scale, ax: Axes | None = None) -> Axes:
     """CSAT (mean score) or NPS per period, from :func:`by_period` (suppressed periods left out)."""
-    from ..plots import PALETTE
+    from ..plots import NEUTRAL, PALETTE
 
     ax = _new_ax(ax)
     col, label = ("mean_score", "mean score (CSAT)") if scale.kind == "csat" else ("nps", "NPS")
@@ -1096,14 +1096,14 @@ def plot_trend(trend: pd.DataFrame, scale: Scale, ax: Axes | None = None) -> Axe
         ax.set_ylim(scale.low, scale.high)
     else:
         ax.set_ylim(-100, 100)
-        ax.axhline(0, color="grey", lw=0.6)
+        ax.axhline(0, color=NEUTRAL, lw=0.6)
     ax.figure.autofmt_xdate()
     return ax
 
 
 def plot_drivers(table: pd.DataFrame, ax: Axes | None = None) -> Axes:
     """Odds ratios with their 95 % intervals, one line per level against its reference (log axis)."""
-    from ..plots import PALETTE
+    from ..plots import NEUTRAL, PALETTE
 
     ax = _new_ax(ax)
     t = table.iloc[::-1]
@@ -1114,9 +1114,9 @@ def plot_drivers(table: pd.DataFrame, ax: Axes | None = None) -> Axes:
     y = np.arange(len(t))
     err = [t["odds_ratio"] - t["or_low"], t["or_high"] - t["odds_ratio"]]
     colors = [PALETTE[3] if v < 1 else PALETTE[2] for v in t["odds_ratio"]]
-    ax.errorbar(t["odds_ratio"], y, xerr=err, fmt="none", ecolor="grey", lw=1)
+    ax.errorbar(t["odds_ratio"], y, xerr=err, fmt="none", ecolor=NEUTRAL, lw=1)
     ax.scatter(t["odds_ratio"], y, color=colors, zorder=3)
-    ax.axvline(1, color="grey", lw=0.8, ls=":")
+    ax.axvline(1, color=NEUTRAL, lw=0.8, ls=":")
     ax.set_xscale("log")
     ax.set_yticks(y, labels)
     ax.set_xlabel("odds ratio of a higher score (log scale)")

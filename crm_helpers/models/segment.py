@@ -286,6 +286,7 @@ def plot_profile_heatmap(profile: pd.DataFrame, ax: Axes | None = None) -> Axes:
     import matplotlib.pyplot as plt
     import seaborn as sns
 
+    from ..plots import DIVERGING
     from ..privacy import min_group_size
 
     ax = ax if ax is not None else plt.subplots()[1]
@@ -295,6 +296,8 @@ def plot_profile_heatmap(profile: pd.DataFrame, ax: Axes | None = None) -> Axes:
     z = (profile[cols] - profile[cols].mean()) / profile[cols].std(ddof=0).replace(0, 1)
     z.columns = ["recency (days)", "frequency", "monetary"]
     annot = profile[cols].map(lambda v: f"{v:,.0f}" if abs(v) >= 10 else f"{v:.1f}").to_numpy()
-    sns.heatmap(z, annot=annot, fmt="", cmap="vlag", center=0, cbar=False, ax=ax)
+    lim = max(float(np.nanmax(np.abs(z.to_numpy()))), 1e-9)  # centred at 0 (seaborn's center=
+    # would rebuild the colour map under another name)
+    sns.heatmap(z, annot=annot, fmt="", cmap=DIVERGING, vmin=-lim, vmax=lim, cbar=False, ax=ax)
     ax.set_ylabel("")
     return ax

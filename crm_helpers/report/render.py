@@ -29,6 +29,7 @@ import yaml
 
 from ..config import Params
 from ..errors import RunError
+from ..i18n import tr
 from ..paths import ASSETS_DIR, QUARTO_PROJECT_FILE, RunPaths
 from . import diff
 
@@ -125,52 +126,72 @@ def notebook_to_markdown(nb: nbformat.NotebookNode, media_dir: Path, prefix: str
 
 # ------------------------------------------------------------------------------ report pieces
 def report_meta(params: Params, manifest: dict[str, Any]) -> dict[str, Any]:
-    """Title-page metadata: title, client, version, data period, generation date."""
+    """Title-page metadata in the report's language: title, client, version, period, date, lang."""
+    lang = params.report.language
     period = manifest.get("period") or {}
     created = manifest.get("created_utc", dt.datetime.now(dt.UTC).isoformat())[:10]
     return {
-        "title": params.report.title,
-        "subtitle": f"Client: {params.client} · Version {manifest['version']}",
-        "author": params.report.author,
-        "date": f"Generated {created} · data {period.get('start', '?')} to {period.get('end', '?')}",
-        "lang": "en",
+        "title": tr(params.report.title, lang=lang),
+        "subtitle": tr(
+            "Client: {client} · Version {version}",
+            lang=lang,
+            client=params.client,
+            version=manifest["version"],
+        ),
+        "author": tr(params.report.author, lang=lang),
+        "date": tr(
+            "Generated {created} · data {start} to {end}",
+            lang=lang,
+            created=created,
+            start=period.get("start", "?"),
+            end=period.get("end", "?"),
+        ),
+        "lang": lang,
     }
 
 
 def index_markdown(params: Params, manifest: dict[str, Any]) -> str:
-    """The report's opening page: what it covers and how to read it."""
+    """The report's opening page (in the report's language): what it covers, how to read it."""
+    lang = params.report.language
     period = manifest.get("period") or {}
     rows = [
         "| | |",
         "|---|---|",
-        f"| Client | {params.client} |",
-        f"| Report version | {manifest['version']} |",
-        f"| Data period | {period.get('start', '?')} to {period.get('end', '?')} |",
-        f"| Generated | {manifest.get('created_utc', '')[:10]} |",
-        f"| Product revision | {manifest.get('git', {}).get('revision', 'unknown')[:12]} |",
+        f"| {tr('Client', lang=lang)} | {params.client} |",
+        f"| {tr('Report version', lang=lang)} | {manifest['version']} |",
+        f"| {tr('Data period', lang=lang)} | "
+        + tr("{start} to {end}", lang=lang, start=period.get("start", "?"), end=period.get("end", "?"))
+        + " |",
+        f"| {tr('Generated', lang=lang)} | {manifest.get('created_utc', '')[:10]} |",
+        f"| {tr('Product revision', lang=lang)} | "
+        f"{manifest.get('git', {}).get('revision', 'unknown')[:12]} |",
     ]
     chapters = "\n".join(
-        f"- {c['title']}" + ("" if c["status"] == "ok" else f" (**{c['status']}**)")
+        f"- {tr(c['title'], lang=lang)}"
+        + ("" if c["status"] == "ok" else f" (**{tr(c['status'], lang=lang)}**)")
         for c in manifest["chapters"]
     )
-    return (
-        "# About this report {.unnumbered}\n\n"
-        + "\n".join(rows)
-        + "\n\nThis report turns the client's customer data into key figures, segments and action "
+    about = tr(
+        "This report turns the client's customer data into key figures, segments and action "
         "lists. Every number comes from the executed chapter notebooks kept beside it; customer "
-        "identifiers are pseudonymised and no personal data appears.\n\n"
-        f"**Chapters**\n\n{chapters}\n"
+        "identifiers are pseudonymised and no personal data appears.",
+        lang=lang,
     )
-
-
-def failed_markdown(chapter: dict[str, Any]) -> str:
-    """The page shown in place of a chapter whose notebook failed."""
     return (
-        f"# {chapter['title']}\n\n"
-        f"> **This chapter failed and shows no results.** Error: `{chapter.get('error')}`. "
-        "The executed notebook in the report folder shows where; the other chapters are "
-        "unaffected.\n"
+        f"# {tr('About this report', lang=lang)} {{.unnumbered}}\n\n"
+        + "\n".join(rows)
+        + f"\n\n{about}\n\n**{tr('Chapters', lang=lang)}**\n\n{chapters}\n"
     )
+
+
+def failed_markdown(chapter: dict[str, Any], lang: str = "en") -> str:
+    """The page shown in place of a chapter whose notebook failed."""
+    return f"# {tr(chapter['title'], lang=lang)}\n\n> " + tr(
+        "**This chapter failed and shows no results.** Error: `{error}`. The executed notebook "
+        "in the report folder shows where; the other chapters are unaffected.",
+        lang=lang,
+        error=chapter.get("error"),
+    ) + "\n"
 
 
 def _chapter_sources(run: RunPaths, manifest: dict[str, Any]) -> list[tuple[dict[str, Any], Path]]:
@@ -190,7 +211,7 @@ def build_markdown(run: RunPaths, params: Params, manifest: dict[str, Any], work
             nb = nbformat.read(path, as_version=4)
             parts.append(notebook_to_markdown(nb, media, f"{chapter['number']}-{chapter['slug']}"))
         else:
-            parts.append(failed_markdown(chapter))
+            parts.append(failed_markdown(chapter, params.report.language))
     out = work / "report.md"
     meta = report_meta(params, manifest)
     front = "---\n" + yaml.safe_dump(meta, allow_unicode=True, sort_keys=True) + "---\n\n"
@@ -240,7 +261,8 @@ def render_pdf(md: Path, out: Path, params: Params, manifest: dict[str, Any]) ->
 
     typ = md.with_suffix(".typ")
     header = md.parent / "header.typ"
-    running = f"{params.report.title} · {params.client} · {manifest['version']}".replace('"', "'")
+    title = tr(params.report.title, lang=params.report.language)
+    running = f"{title} · {params.client} · {manifest['version']}".replace('"', "'")
     header.write_text(
         (ASSETS_DIR / "header.typ").read_text(encoding="utf-8").replace("RUNNING-HEADER", running),
         encoding="utf-8",
@@ -284,10 +306,15 @@ def quarto_config(params: Params, manifest: dict[str, Any], chapters: list[str])
     book.update({k: meta[k] for k in ("title", "subtitle", "author", "date")})
     book["chapters"] = ["index.md", *chapters]
     book["output-file"] = "report"
+    cfg["lang"] = meta["lang"]  # Quarto's document option: its own labels and the HTML/Typst lang
+    if meta["lang"] == "zh":  # Typst's main font must carry the Chinese glyphs (DESIGN section 7)
+        cfg.setdefault("format", {}).setdefault("typst", {})["mainfont"] = "Noto Sans CJK SC"
     return cfg
 
 
-def quarto_chapters(run: RunPaths, manifest: dict[str, Any]) -> list[str]:
+def quarto_chapters(
+    run: RunPaths, manifest: dict[str, Any], language: str = "en"
+) -> list[str]:
     """The book's chapters after ``index.md``, relative to the run folder.
 
     The "what changed since the last report" page first (when the run has one), then each
@@ -300,14 +327,14 @@ def quarto_chapters(run: RunPaths, manifest: dict[str, Any]) -> list[str]:
             chapters.append(str(path.relative_to(run.root)))
         else:
             failed = run.root / f"failed-{chapter['slug']}.md"
-            failed.write_text(failed_markdown(chapter), encoding="utf-8")
+            failed.write_text(failed_markdown(chapter, language), encoding="utf-8")
             chapters.append(failed.name)
     return chapters
 
 
 def render_quarto(run: RunPaths, params: Params, manifest: dict[str, Any]) -> None:
     """Render the run folder as a Quarto book: ``report.pdf`` (Typst) and ``book/`` (HTML)."""
-    chapters = quarto_chapters(run, manifest)
+    chapters = quarto_chapters(run, manifest, params.report.language)
     (run.root / "index.md").write_text(index_markdown(params, manifest), encoding="utf-8")
     cfg = quarto_config(params, manifest, chapters)
     (run.root / "_quarto.yml").write_text(yaml.safe_dump(cfg, allow_unicode=True, sort_keys=False))

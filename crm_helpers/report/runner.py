@@ -47,7 +47,7 @@ from ..data import (
 from ..engine import spark_master
 from ..errors import CRMError, DataError, RunError, RunInterrupted
 from ..paths import DEMO_DATA_DIR, PROJECT_ROOT, REPORTS_DIR, RunPaths
-from . import browser, diff, faults, render, reuse
+from . import browser, diff, faults, localize, render, reuse
 
 PACKAGES = (
     "pandas",
@@ -271,8 +271,10 @@ def _strip_volatile(path: Path) -> None:
     """Make an executed notebook reviewable and renderable by Quarto.
 
     Removes papermill's timestamps and the injected cell's random id (two runs of the same data
-    and params then give byte-identical notebooks, and reruns diff only on real changes) and tags
-    the parameter cells ``remove-cell`` so that Quarto hides them as the fallback renderer does.
+    and params then give byte-identical notebooks, and reruns diff only on real changes), tags
+    the parameter cells ``remove-cell`` so that Quarto hides them as the fallback renderer does,
+    and folds each figure's computed takeaway into its ``#| fig-cap``
+    (:func:`localize.fold_takeaways`).
     """
     nb = nbformat.read(path, as_version=4)
     meta = nb.metadata.get("papermill", {})
@@ -290,6 +292,7 @@ def _strip_volatile(path: Path) -> None:
         if pmeta:
             for k in ("start_time", "end_time", "duration"):
                 pmeta.pop(k, None)
+    localize.fold_takeaways(nb)
     nbformat.write(nb, path)
 
 
@@ -367,7 +370,7 @@ def execute_chapter(
 
     try:
         pm.execute_notebook(
-            str(ch.notebook),
+            localize.source_notebook(ch.notebook, params.report.language),
             str(out),
             # The kernel runs in the run folder: "." keeps the executed notebook free of its path.
             parameters=notebook_parameters(ch, params, Path(".")),
@@ -895,7 +898,8 @@ def _write_run_info(run: RunPaths, manifest: dict[str, Any], params: Params) -> 
     _write_json(
         run.root / "run_info.json",
         {k: manifest[k] for k in keys}
-        | {"privacy": {"min_group_size": params.privacy.min_group_size}},
+        | {"privacy": {"min_group_size": params.privacy.min_group_size}}
+        | {"report": {"language": params.report.language}},
     )
 
 

@@ -1,0 +1,191 @@
+"""Report language: the catalogue, the notebook translations and the caption takeaways."""
+
+from __future__ import annotations
+
+import ast
+import base64
+import json
+import string
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import nbformat  # noqa: E402
+import pytest  # noqa: E402
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output  # noqa: E402
+
+from crm_helpers import i18n, plots  # noqa: E402
+from crm_helpers.chapters import CHAPTERS  # noqa: E402
+from crm_helpers.display import TAKEAWAY_MIME  # noqa: E402
+from crm_helpers.paths import PACKAGE_DIR  # noqa: E402
+from crm_helpers.report import localize  # noqa: E402
+from crm_helpers.report.render import cell_options, notebook_to_markdown  # noqa: E402
+
+PNG = base64.b64encode(bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082"
+)).decode()
+
+
+def _fields(template: str) -> set[tuple[str, str]]:
+    return {(f, spec or "") for _, f, spec, _ in string.Formatter().parse(template) if f is not None}
+
+
+def _tr_literals(source: str) -> list[str]:
+    out = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == "tr":
+            if node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
+                out.append(node.args[0].value)
+    return out
+
+
+# --------------------------------------------------------------------------- i18n module
+def test_tr_fills_named_fields_in_either_language():
+    t = "{segment} are {customers} of customers and bring {revenue} of net revenue."
+    en = i18n.tr(t, lang="en", segment="Champions", customers="12.0 %", revenue="41.0 %")
+    zh = i18n.tr(t, lang="zh", segment="Champions", customers="12.0 %", revenue="41.0 %")
+    assert en == "Champions are 12.0 % of customers and bring 41.0 % of net revenue."
+    assert zh == "Champions占客户的 12.0 %，贡献了 41.0 % 的净收入。"
+    assert i18n.tr("{n:,} rows unknown to the catalogue", lang="zh", n=1234) == "1,234 rows unknown to the catalogue"
+
+
+def test_language_comes_from_the_run_folder(tmp_path):
+    try:
+        assert i18n.configure(tmp_path) == "en"  # no run_info.json: English
+        (tmp_path / "run_info.json").write_text(json.dumps({"report": {"language": "zh"}}))
+        assert i18n.configure(tmp_path) == "zh"
+        assert i18n.tr("Headline KPIs") == "核心指标"
+        assert i18n.header("customers") == "客户数" and i18n.header(3) == 3
+        with pytest.raises(ValueError, match="report.language"):
+            i18n.set_language("fr")
+    finally:
+        i18n.set_language("en")
+
+
+def test_every_chinese_phrase_keeps_the_english_fields():
+    cat = i18n.catalogue()
+    for en, zh in cat["phrases"].items():
+        assert zh and zh.strip(), en
+        assert _fields(en) == _fields(zh), en
+    assert all(v.strip() for v in cat["headers"].values())
+
+
+def test_every_phrase_used_in_code_and_notebooks_is_translated():
+    used = []
+    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+        used += _tr_literals(path.read_text(encoding="utf-8"))
+    for ch in CHAPTERS:
+        nb = nbformat.read(ch.notebook, as_version=4)
+        for cell in nb.cells:
+            if cell.cell_type == "code":
+                used += _tr_literals("\n".join(line for line in cell.source.splitlines() if not line.startswith("#|")))
+    used += [ch.title for ch in CHAPTERS]  # the registry's titles (index page, failed pages)
+    assert len(set(used)) > 100
+    assert i18n.missing(used) == []
+
+
+@pytest.mark.parametrize("ch", CHAPTERS, ids=lambda c: c.slug)
+def test_every_markdown_cell_and_caption_has_a_current_translation(ch):
+    nb = nbformat.read(ch.notebook, as_version=4)
+    assert nb.nbformat_minor >= 5 and all(c.get("id") for c in nb.cells)
+    zh, untranslated = localize.translate(nb, ch.notebook.stem, "zh")
+    assert untranslated == [], f"missing or stale entries in notebooks/i18n/zh.yml: {untranslated}"
+    heading = zh.cells[0].source.splitlines()[0]
+    assert heading.startswith("# ") and i18n.tr(ch.title, lang="zh") in heading
+    for cell in zh.cells:
+        if cell.cell_type == "code":
+            opts = cell_options(cell.source)
+            for opt in ("fig-cap", "fig-alt"):
+                if opt in opts:
+                    assert any("\u4e00" <= c <= "\u9fff" for c in opts[opt]), (cell.id, opt)
+
+
+def test_an_edited_english_cell_makes_its_translation_stale():
+    ch = CHAPTERS[0]
+    nb = nbformat.read(ch.notebook, as_version=4)
+    md = next(c for c in nb.cells if c.cell_type == "markdown")
+    md.source += " Edited."
+    fig = next(c for c in nb.cells if c.cell_type == "code" and "fig-cap" in c.source)
+    fig.source = fig.source.replace('#| fig-cap: "', '#| fig-cap: "Edited: ', 1)
+    zh, untranslated = localize.translate(nb, ch.notebook.stem, "zh")
+    assert md.id in untranslated and f"{fig.id}/fig-cap" in untranslated
+    assert f"{fig.id}/fig-alt" not in untranslated
+    assert next(c for c in zh.cells if c.id == md.id).source.endswith("Edited.")  # English kept
+
+
+# ----------------------------------------------------------------------- caption folding
+def _figure_cell(text: str, *, image: bool = True):
+    outs = [new_output("display_data", data={TAKEAWAY_MIME: {"text": text, "off_palette": ["#1f77b4"]},
+                                             "text/plain": text})]
+    if image:
+        outs.append(new_output("display_data", data={"image/png": PNG, "text/plain": "<Figure>"}))
+    return new_code_cell('#| fig-cap: "Revenue per month."\n#| fig-alt: "A line chart."\nplot()', outputs=outs)
+
+
+def test_takeaway_is_folded_into_the_caption_and_its_carrier_removed(tmp_path):
+    nb = new_notebook(cells=[new_markdown_cell("# T"),
+                             _figure_cell('Peak in 2024-10 at 78,670: "best" month.')])
+    assert localize.fold_takeaways(nb) == 1
+    cell = nb.cells[1]
+    opts = cell_options(cell.source)
+    assert opts["fig-cap"] == 'Revenue per month. Peak in 2024-10 at 78,670: "best" month.'
+    assert opts["fig-alt"] == 'A line chart. Peak in 2024-10 at 78,670: "best" month.'
+    assert all(TAKEAWAY_MIME not in o.get("data", {}) for o in cell.outputs)
+    assert cell.metadata["crm"] == {"takeaway": 'Peak in 2024-10 at 78,670: "best" month.',
+                                    "off_palette": ["#1f77b4"]}
+    (tmp_path / "media").mkdir()
+    md = notebook_to_markdown(nb, tmp_path / "media", "x")
+    assert "![Revenue per month. Peak in 2024-10 at 78,670" in md
+    assert md.count("78,670") == 2  # caption and alt text, nothing else (carrier gone)
+
+
+def test_chinese_caption_and_takeaway_join_with_chinese_punctuation():
+    nb = new_notebook(cells=[_figure_cell("净收入在 2024-10 达到峰值。")])
+    nb.cells[0].source = nb.cells[0].source.replace("Revenue per month.", "每月净收入")
+    localize.fold_takeaways(nb)
+    assert cell_options(nb.cells[0].source)["fig-cap"] == "每月净收入。净收入在 2024-10 达到峰值。"
+
+
+def test_a_cell_without_a_figure_keeps_its_caption_but_loses_the_carrier():
+    nb = new_notebook(cells=[_figure_cell("Takeaway.", image=False)])
+    before = nb.cells[0].source
+    localize.fold_takeaways(nb)
+    assert nb.cells[0].source == before and nb.cells[0].outputs == []
+
+
+# ---------------------------------------------------------------------------- palette
+def test_off_palette_flags_foreign_colours_and_colour_maps():
+    plots.set_theme()
+    fig, (a, b) = plt.subplots(1, 2)
+    a.plot([0, 1], [0, 1], color=plots.PALETTE[2])
+    a.axhline(0.5, color=plots.NEUTRAL)
+    a.bar([0, 1], [1, 2], color=plots.PALETTE[0], alpha=0.3)
+    b.imshow([[0, 1], [1, 0]], cmap=plots.SEQUENTIAL)
+    assert plots.off_palette(fig) == []
+    a.plot([0, 1], [1, 0], color="#1f77b4")
+    b.imshow([[0, 1], [1, 0]], cmap="jet")
+    assert plots.off_palette(fig) == ["#1f77b4", "cmap:jet"]
+    plt.close(fig)
+
+
+def test_plot_helpers_draw_only_palette_colours():
+    import numpy as np
+    import pandas as pd
+
+    from crm_helpers.models import segment
+
+    plots.set_theme()
+    profile = pd.DataFrame({"customers": [40, 30, 20], "share": [0.4, 0.3, 0.2], "revenue_share": [0.6, 0.3, 0.1],
+                            "mean_recency_days": [10.0, 90.0, 300.0], "mean_frequency": [8.0, 3.0, 1.0],
+                            "mean_monetary": [900.0, 300.0, 50.0]}, index=["a", "b", "c"])
+    segment.plot_profile_heatmap(profile)
+    segment.plot_segments(profile)
+    segment.plot_k_choice(pd.DataFrame({"k": [2, 3], "silhouette": [0.5, 0.4], "inertia": [10.0, 8.0]}), 2)
+    idx = pd.date_range("2024-01-01", periods=5, freq="MS")
+    plots.time_series(pd.DataFrame({"a": np.arange(5.0), "b": np.arange(5.0)[::-1]}, index=idx))
+    plots.bar(pd.Series([3, 1, 2], index=list("xyz")))
+    for n in plt.get_fignums():
+        assert plots.off_palette(plt.figure(n)) == [], n
+    plt.close("all")

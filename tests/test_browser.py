@@ -44,3 +44,21 @@ def test_the_check_names_every_problem_a_reader_would_meet(tmp_path):
     assert "page scrolls sideways at 1280 px" in text and "page scrolls sideways at 390 px" in text
     assert facts["screenshots"] == ["00-one.png"]
     assert (tmp_path / "shots" / "00-one.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_heading_too_near_the_end_to_reach_the_top_counts_as_reached(tmp_path):
+    page = tmp_path / "toc.html"
+    page.write_text(
+        """<!DOCTYPE html><html><head><meta charset="utf-8"></head><body>
+<nav id="TOC"><a href="#first">First</a> <a href="#stuck" onclick="event.preventDefault()">Stuck</a>
+<a href="#last">Last</a></nav>
+<h1 id="first">First</h1><p style="height:3000px">long</p>
+<h2 id="stuck">A link that does not scroll</h2><p style="height:3000px">long</p>
+<h2 id="last">Last, a few lines from the end</h2><p>short</p></body></html>"""
+    )
+    facts = browser.inspect(page)
+    toc = {t["href"]: t for t in facts["toc"]}
+    assert toc["#first"]["reached"] and not toc["#first"]["at_end"]
+    assert toc["#last"]["reached"] and toc["#last"]["at_end"] and toc["#last"]["top"] > 120
+    assert not toc["#stuck"]["reached"]  # its click never scrolled: still far below
+    assert browser.problems(facts) == ["contents link #stuck does not reach its heading"]

@@ -115,8 +115,12 @@ _TOC_JS = """() => Array.from(document.querySelectorAll('nav#TOC a[href^="#"]'))
     const id = decodeURIComponent(a.getAttribute('href').slice(1));
     const e = document.getElementById(id);
     const r = e ? e.getBoundingClientRect() : null;
+    const bottom = window.scrollY + window.innerHeight
+        >= document.documentElement.scrollHeight - 2;
     return {href: a.getAttribute('href'), text: a.textContent.trim(), found: !!e,
-            top: r ? Math.round(r.top * 10) / 10 : null, hash: location.hash};
+            top: r ? Math.round(r.top * 10) / 10 : null, hash: location.hash,
+            // a heading near the end cannot scroll to the top: the page's end is in view instead
+            at_end: bottom && !!r && r.top >= -2 && r.bottom <= window.innerHeight};
 })"""
 
 
@@ -124,10 +128,12 @@ def _check_toc(page) -> list[dict[str, Any]]:
     """Follow every table-of-contents link and record whether its heading came into view.
 
     The links are clicked in the page (one round trip for all of them, which keeps the check
-    cheap on a long report); each lands when its heading's top is within the first 120 px.
+    cheap on a long report); each lands when its heading's top is within the first 120 px, or,
+    for a heading too near the end of the page to scroll that far, when the page is scrolled to
+    its end with the heading in view.
     """
     return [
-        link | {"reached": link["found"] and -2 <= link["top"] <= 120}
+        link | {"reached": link["found"] and (-2 <= link["top"] <= 120 or link["at_end"])}
         for link in page.evaluate(_TOC_JS)
     ]
 

@@ -203,8 +203,9 @@ def test_interrupted_runs_keep_latest_and_resume_to_a_complete_report(tmp_path):
     (tmp_path / "release").unlink()
 
     # SIGINT while the slow chapter runs: exit 130, folder marked interrupted, how to resume.
+    # --force: the chapters really execute (r0 computed them from the same inputs).
     p1 = _params(tmp_path, "r1", "r1", "[profile]")
-    code, err, seconds = _interrupt(run(p1), env, tmp_path, signal.SIGINT)
+    code, err, seconds = _interrupt(run(p1, "--force"), env, tmp_path, signal.SIGINT)
     assert code == 130, err
     assert seconds < 20  # promptly: kernels killed, not waited for
     assert "Traceback" not in err
@@ -221,8 +222,8 @@ def test_interrupted_runs_keep_latest_and_resume_to_a_complete_report(tmp_path):
     # Resume: the completed chapter is kept, the rest runs, latest moves to the finished run.
     kept = (client / "r1" / "notebooks" / "00-data_quality.ipynb").stat().st_mtime_ns
     (tmp_path / "release").write_text("")
-    resumed = subprocess.run(run(p1, "--resume", "r1"), env=env, capture_output=True, text=True,
-                             timeout=300)
+    resumed = subprocess.run(run(p1, "--resume", "r1", "--force"), env=env, capture_output=True,
+                             text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     m = _manifest(client / "r1")
     assert m["status"] == "complete"
@@ -242,7 +243,7 @@ def test_interrupted_runs_keep_latest_and_resume_to_a_complete_report(tmp_path):
     # SIGTERM: exit 143, the same marking.
     (tmp_path / "release").unlink()
     p2 = _params(tmp_path, "r2", "r2", "[profile]")
-    code, err, _ = _interrupt(run(p2), env, tmp_path, signal.SIGTERM)
+    code, err, _ = _interrupt(run(p2, "--force"), env, tmp_path, signal.SIGTERM)
     assert code == 143, err
     assert "interrupted by SIGTERM" in err and "--resume r2" in err
     assert _manifest(client / "r2")["status"] == "interrupted"

@@ -81,15 +81,20 @@ def _drop(data: dict[str, Any], keys: dict[str, tuple[str, ...]]) -> dict[str, A
 def code_fingerprint(packages: dict[str, str]) -> str:
     """sha256 of the package source, the notebook translations and the package versions."""
     h = hashlib.sha256(f"crm_helpers {__version__}\n".encode())
-    files = sorted(
-        p
-        for p in PACKAGE_DIR.rglob("*")
+    # Named relative to their folder: the project root may be elsewhere (PROJECT_ROOT is set).
+    files = [
+        ("crm_helpers", p.relative_to(PACKAGE_DIR), p)
+        for p in sorted(PACKAGE_DIR.rglob("*"))
         if p.is_file() and "__pycache__" not in p.parts and p.suffix not in (".pyc", ".pyo")
-    )
+    ]
     if TRANSLATIONS_DIR.is_dir():
-        files += sorted(p for p in TRANSLATIONS_DIR.rglob("*") if p.is_file())
-    for p in files:
-        h.update(str(p.relative_to(PROJECT_ROOT)).encode() + b"\0" + p.read_bytes() + b"\0")
+        files += [
+            ("i18n", p.relative_to(TRANSLATIONS_DIR), p)
+            for p in sorted(TRANSLATIONS_DIR.rglob("*"))
+            if p.is_file()
+        ]
+    for where, name, p in files:
+        h.update(f"{where}/{name}".encode() + b"\0" + p.read_bytes() + b"\0")
     h.update(json.dumps(packages, sort_keys=True).encode())
     return h.hexdigest()
 

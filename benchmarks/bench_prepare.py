@@ -119,7 +119,12 @@ def timed(cmd: list[str], env: dict[str, str], timeout: float) -> tuple[float, f
         err.seek(0)
         stdout, stderr = out.read(), err.read()
     if proc.returncode != 0:
-        return wall, peak / 2**20, stdout, stderr.strip().splitlines()[-1] if stderr.strip() else "failed"
+        return (
+            wall,
+            peak / 2**20,
+            stdout,
+            stderr.strip().splitlines()[-1] if stderr.strip() else "failed",
+        )
     return wall, peak / 2**20, stdout, ""
 
 
@@ -178,7 +183,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--max-seconds", type=float, default=1800.0)
     ap.add_argument("--merge", action="store_true", help="keep other rows of an existing --out")
-    ap.add_argument("--worker", nargs=3, metavar=("ENGINE", "PARAMS", "OUT"), help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--worker", nargs=3, metavar=("ENGINE", "PARAMS", "OUT"), help=argparse.SUPPRESS
+    )
     args = ap.parse_args()
     if args.worker:
         engine, params_file, out = args.worker
@@ -193,13 +200,25 @@ def main() -> None:
             base = make(lines, args.data, seed=7) / "params.yml"
             bare = None
             for engine in [e for e in ENGINES if e in args.engines]:
-                row = {"engine": engine, "lines": lines, "seconds": None, "peak_mb": None,
-                       "ratio_to_bare": None, "load_avg_before": [round(x, 2) for x in os.getloadavg()]}
+                row = {
+                    "engine": engine,
+                    "lines": lines,
+                    "seconds": None,
+                    "peak_mb": None,
+                    "ratio_to_bare": None,
+                    "load_avg_before": [round(x, 2) for x in os.getloadavg()],
+                }
                 reason = too_big(engine, lines, rows, args.max_seconds)
                 if reason is None:
                     out = Path(tmp) / f"{engine}-{lines}"
-                    cmd = [sys.executable, __file__, "--worker", engine,
-                           str(params_for(engine, base, Path(tmp))), str(out)]
+                    cmd = [
+                        sys.executable,
+                        __file__,
+                        "--worker",
+                        engine,
+                        str(params_for(engine, base, Path(tmp))),
+                        str(out),
+                    ]
                     wall, peak, stdout, error = timed(cmd, env, args.max_seconds)
                     subprocess.run(["rm", "-rf", str(out)], check=False)
                     if error:
@@ -226,6 +245,7 @@ def main() -> None:
         rows = sorted(old + rows, key=lambda r: (r["lines"], ENGINES.index(r["engine"])))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(rows, indent=1) + "\n")
+
 
 if __name__ == "__main__":
     main()

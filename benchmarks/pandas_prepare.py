@@ -90,7 +90,10 @@ def _transactions(tx: pd.DataFrame, max_date: dt.date, prefix: str, zero_price: 
     ]
     if zero_price == "quarantine":
         checks.append(("zero_price", p == 0))
-    checks += [("negative_price", p < 0), ("non_finite_amount", ~np.isfinite(amount) & q.notna() & p.notna())]
+    checks += [
+        ("negative_price", p < 0),
+        ("non_finite_amount", ~np.isfinite(amount) & q.notna() & p.notna()),
+    ]
     tx["_reason"] = _first_reason(checks, tx.index)
     tx["order_ts"], tx["qty"], tx["price"], tx["amount"] = ts, q, p, amount
     return tx
@@ -144,7 +147,9 @@ def resolve_identities(kept: pd.DataFrame, key: str) -> tuple[pd.Series, pd.Data
         for k in ("k_email", "k_phone")
     }
     evidence = np.select(
-        [shares["k_email"] & shares["k_phone"], shares["k_email"]], ["email+phone", "email"], "phone"
+        [shares["k_email"] & shares["k_phone"], shares["k_email"]],
+        ["email+phone", "email"],
+        "phone",
     )
     merges = pd.DataFrame(
         {
@@ -174,8 +179,19 @@ def customer_features(t: pd.DataFrame, reference: pd.Timestamp) -> pd.DataFrame:
     f = f.fillna({"orders": 0, "gross_revenue": 0.0, "returns_value": 0.0, "return_lines": 0})
     f["tenure_days"] = (reference - f["first_purchase"]).dt.days
     f["recency_days"] = (reference - f["last_purchase"]).dt.days
-    order = ["first_purchase", "last_purchase", "orders", "lines", "items", "gross_revenue",
-             "returns_value", "return_lines", "revenue", "tenure_days", "recency_days"]
+    order = [
+        "first_purchase",
+        "last_purchase",
+        "orders",
+        "lines",
+        "items",
+        "gross_revenue",
+        "returns_value",
+        "return_lines",
+        "revenue",
+        "tenure_days",
+        "recency_days",
+    ]
     return f[order].astype({"orders": "int64", "return_lines": "int64"}).sort_index()
 
 
@@ -184,7 +200,9 @@ def _product_names(kept: pd.DataFrame) -> pd.Series:
     spelling = kept["product_name"].str.replace(r"\s+", " ", regex=True)
     norm = spelling.str.lower()
     n = pd.DataFrame({"norm": norm, "spelling": spelling}).value_counts().reset_index(name="n")
-    best = n.sort_values(["norm", "n", "spelling"], ascending=[True, False, True]).drop_duplicates("norm")
+    best = n.sort_values(["norm", "n", "spelling"], ascending=[True, False, True]).drop_duplicates(
+        "norm"
+    )
     return norm.map(best.set_index("norm")["spelling"])
 
 
@@ -203,14 +221,17 @@ def prepare_pandas(
     (out / "prepared").mkdir(parents=True, exist_ok=True)
     (out / "quarantine").mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    tx = _transactions(_text(pd.read_parquet(transactions)), max_valid_date, cancellation_prefix,
-                       zero_price)
+    tx = _transactions(
+        _text(pd.read_parquet(transactions)), max_valid_date, cancellation_prefix, zero_price
+    )
     cu = _customers(_text(pd.read_parquet(customers)))
     recon = {
         name: {
             "input": len(frame),
             "kept": int(frame["_reason"].isna().sum()),
-            "quarantined": {str(r): int(n) for r, n in frame["_reason"].value_counts().sort_index().items()},
+            "quarantined": {
+                str(r): int(n) for r, n in frame["_reason"].value_counts().sort_index().items()
+            },
         }
         for name, frame in (("transactions", tx), ("customers", cu))
     }
@@ -223,7 +244,9 @@ def prepare_pandas(
 
     t0 = time.perf_counter()
     k = tx[tx["_reason"].isna()]
-    t = pd.DataFrame({"customer_key": _pseudo(k["customer_id"].map(canonical).fillna(k["customer_id"]), key)})
+    t = pd.DataFrame(
+        {"customer_key": _pseudo(k["customer_id"].map(canonical).fillna(k["customer_id"]), key)}
+    )
     t["order_id"] = k["order_id"]
     t["order_ts"] = k["order_ts"]
     t["order_date"] = k["order_ts"].dt.normalize()
@@ -232,14 +255,20 @@ def prepare_pandas(
             t[c] = k[c]
     t["quantity"], t["unit_price"], t["amount"] = k["qty"], k["price"], k["amount"]
     t["is_return"] = k["qty"] < 0
-    t["is_cancellation"] = k["order_id"].str.startswith(cancellation_prefix) if cancellation_prefix else False
+    t["is_cancellation"] = (
+        k["order_id"].str.startswith(cancellation_prefix) if cancellation_prefix else False
+    )
     t["is_product"] = True
     t["source_row"] = k["_row"]
     if "product_name" in k:
         t["product_name"] = _product_names(k)
     reference = t["order_date"].max() + pd.Timedelta(days=1)
     feats = customer_features(t, reference)
-    attrs = ck.assign(canonical=ck["customer_id"].map(canonical)).sort_values("_row").groupby("canonical")
+    attrs = (
+        ck.assign(canonical=ck["customer_id"].map(canonical))
+        .sort_values("_row")
+        .groupby("canonical")
+    )
     a = pd.DataFrame({"source_ids": attrs.size()})
     if "signup_date" in ck:
         a["signup_date"] = attrs["signup_date_d"].min()
@@ -259,11 +288,19 @@ def prepare_pandas(
     merges.to_parquet(out / "prepared" / "identity_merges.parquet", index=False)
     for name, frame in (("transactions", tx), ("customers", cu)):
         derived = ("order_ts", "qty", "price", "amount", "signup_date_d")
-        raw_cols = sorted(c for c in frame.columns if not c.startswith("_") and c not in PII
-                          and c != "customer_id" and c not in derived)
+        raw_cols = sorted(
+            c
+            for c in frame.columns
+            if not c.startswith("_") and c not in PII and c != "customer_id" and c not in derived
+        )
         bad = frame[frame["_reason"].notna()]
-        q = pd.DataFrame({"source_row": bad["_row"], "reason": bad["_reason"],
-                          "customer_key": _pseudo(bad["customer_id"], key)})
+        q = pd.DataFrame(
+            {
+                "source_row": bad["_row"],
+                "reason": bad["_reason"],
+                "customer_key": _pseudo(bad["customer_id"], key),
+            }
+        )
         q[raw_cols] = bad[raw_cols]
         q.to_parquet(out / "quarantine" / f"{name}.parquet", index=False)
     seconds["write"] = time.perf_counter() - t0

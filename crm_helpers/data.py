@@ -1062,9 +1062,7 @@ def prepare(
         ).fetchone()[0]
         column_issues.setdefault("transactions", {})["product_name_variants"] = int(variants)
         name_sql = ", pn.product_name AS product_name"
-    name_join = (
-        "LEFT JOIN product_name_map pn ON pn.raw_name = t.product_name" if name_sql else ""
-    )
+    name_join = "LEFT JOIN product_name_map pn ON pn.raw_name = t.product_name" if name_sql else ""
     # The pseudonym of each distinct customer id (canonical id of merged ids) is hashed once.
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE customer_keys AS

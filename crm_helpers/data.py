@@ -1075,7 +1075,7 @@ def prepare(
     # in the last bits).
     amount = "t.line_total" if inputs["transactions"].price_is_line_total else "t.qty * t.price"
     con.execute(
-        f"""CREATE OR REPLACE TEMP TABLE transactions AS
+        f"""CREATE OR REPLACE TEMP VIEW transactions AS
         SELECT k.customer_key, t.order_id, t.order_ts, CAST(t.order_ts AS DATE) AS order_date,
           {"".join(f"t.{c}, " for c in opt)}t.qty AS quantity, t.price AS unit_price,
           {amount} AS amount, coalesce(t.qty < 0, FALSE) AS is_return, {is_cancel} AS is_cancellation,
@@ -1083,11 +1083,11 @@ def prepare(
         FROM typed_transactions t
         LEFT JOIN customer_keys k ON k.customer_id = t.customer_id
         {name_join}
-        WHERE t._reason IS NULL
-        ORDER BY t._row"""
-    )
+        WHERE t._reason IS NULL"""
+    )  # a view: read twice (features, then the Parquet file in file order), never stored
     ref = con.execute(
-        "SELECT CAST(max(order_date) + INTERVAL 1 DAY AS DATE), min(order_date) FROM transactions"
+        "SELECT CAST(max(CAST(order_ts AS DATE)) + INTERVAL 1 DAY AS DATE), "
+        "min(CAST(order_ts AS DATE)) FROM typed_transactions WHERE _reason IS NULL"
     ).fetchone()
     reference_date = ref[0]
     period = {
@@ -1106,8 +1106,10 @@ def prepare(
     for name in ("transactions", "customers", "identity_merges") + tuple(
         t for t in ("feedback", "events") if t in inputs
     ):
+        order = " ORDER BY source_row" if name == "transactions" else ""
         con.execute(
-            f"COPY (SELECT * FROM {name}) TO {_lit(str(out / f'{name}.parquet'))} (FORMAT parquet)"
+            f"COPY (SELECT * FROM {name}{order}) TO {_lit(str(out / f'{name}.parquet'))} "
+            "(FORMAT parquet)"
         )
     _write_quarantine(con, info, run)
     seconds["write"] = time.perf_counter() - t0

@@ -205,6 +205,8 @@ def main() -> None:
     env = os.environ | {"PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg"}
     env.setdefault("CRM_PSEUDONYM_KEY", "benchmark-key")
     rows: list[dict] = []
+    # With --merge, the rows already measured also inform what does not fit.
+    earlier = json.loads(args.out.read_text()) if args.merge and args.out.is_file() else []
     with tempfile.TemporaryDirectory(dir=args.data.parent if args.data.exists() else None) as tmp:
         for lines in args.lines:
             base = make(lines, args.data, seed=7) / "params.yml"
@@ -218,7 +220,7 @@ def main() -> None:
                     "ratio_to_bare": None,
                     "load_avg_before": [round(x, 2) for x in os.getloadavg()],
                 }
-                reason = too_big(engine, lines, rows, args.max_seconds)
+                reason = too_big(engine, lines, earlier + rows, args.max_seconds)
                 if reason is None:
                     out = Path(tmp) / f"{engine}-{lines}"
                     cmd = [

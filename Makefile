@@ -38,6 +38,9 @@ bench: setup ## run the benchmarks (writes benchmarks/results/*.json)
 	$(BIN)/python benchmarks/bench_clv.py
 	$(BIN)/python benchmarks/bench_basket.py
 	$(BIN)/python benchmarks/bench_rerun.py
+	$(BIN)/python benchmarks/make_lines.py
+	$(BIN)/python benchmarks/bench_prepare.py
+	$(BIN)/python benchmarks/plot_prepare.py
 
 clean: ## remove the virtual environment and generated reports
 	rm -rf $(VENV) reports/*/ .pytest_cache

@@ -5,6 +5,10 @@ and its notebook kernels, sampled every 0.1 s with psutil) and the per-step time
 manifest records. The demo data is generated first (cached) and timed separately.
 
     python benchmarks/bench_run.py [--lines 10000 100000 1000000]
+    python benchmarks/bench_run.py --report-only   # report.json from the run.json measured
+
+Also writes benchmarks/results/report.json: one row per size ``{lines, seconds, chapters: {slug:
+seconds}}`` with the slowest chapter named.
     python benchmarks/bench_run.py --client params/online_retail.yml   # a real client's data
 
 With ``--client`` the whole report runs on that params file's own data (the key in
@@ -28,6 +32,31 @@ import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "run.json"
+REPORT = ROOT / "benchmarks" / "results" / "report.json"
+
+
+def report_rows(run: dict) -> list[dict]:
+    """run.json's results as report.json rows: ``{lines, seconds, chapters: {slug: seconds}}``.
+
+    Per-chapter seconds are those of the run's manifest.json; each row names its slowest chapter
+    and carries the machine (and the load average when it was recorded).
+    """
+    rows = []
+    for r in run["results"]:
+        slowest = max(r["chapters"], key=r["chapters"].get)
+        rows.append({
+            "lines": r["lines"],
+            "seconds": r["seconds"],
+            "chapters": r["chapters"],
+            "slowest_chapter": slowest,
+            "slowest_seconds": r["chapters"][slowest],
+            "peak_mb": r["peak_mb"],
+            "prepare_seconds": r["steps"].get("prepare"),
+            "load_avg": r.get("load_avg"),
+            "command": run["command"],
+            "machine": run["machine"],
+        })
+    return rows
 
 
 def tree_rss(proc: psutil.Process) -> int:
@@ -92,7 +121,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--lines", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     ap.add_argument("--client", type=Path, help="time the report on this params file's own data")
+    ap.add_argument("--report-only", action="store_true",
+                    help="write report.json from the run.json already measured, run nothing")
     args = ap.parse_args()
+    if args.report_only:
+        REPORT.write_text(json.dumps(report_rows(json.loads(OUT.read_text())), indent=1) + "\n")
+        return
     if args.client:
         client_run(args.client)
         return
@@ -125,14 +159,13 @@ def main() -> None:
                 "prepare_steps": manifest["timings"]["prepare_steps"],
                 "chapters": {c["slug"]: c["seconds"] for c in manifest["chapters"]},
                 "demo_generation_seconds": round(gen_s, 2),
+                "load_avg": [round(x, 2) for x in os.getloadavg()],
             })
             print(json.dumps(rows[-1]), flush=True)
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps({
-        "machine": machine(),
-        "command": "crm-report run (demo, pandoc renderer)",
-        "results": rows,
-    }, indent=2) + "\n")
+    run = {"machine": machine(), "command": "crm-report run (demo, pandoc renderer)", "results": rows}
+    OUT.write_text(json.dumps(run, indent=2) + "\n")
+    REPORT.write_text(json.dumps(report_rows(run), indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -569,6 +569,7 @@ def register_raw(con: duckdb.DuckDBPyConnection, table: str, source: TableSource
     # The file's row number: DuckDB numbers rows in the file's order; a Spark view carries it.
     row_sql = "row_number() OVER ()"
     sheets: list[str] = []
+    kind = "TABLE"
     try:
         if isinstance(con, SparkConnection):
             rel, blank_lines = _spark_source(con, table, path, fmt, source)
@@ -578,6 +579,12 @@ def register_raw(con: duckdb.DuckDBPyConnection, table: str, source: TableSource
         cols = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {rel}").fetchall()]
         if row_sql == "_row":
             cols = cols[1:]  # the view's own row number
+        elif fmt == "parquet" and "file_row_number" not in cols:
+            # A Parquet file numbers its rows itself: no single-threaded row_number() window,
+            # and the typed table reads the file through a view (nothing to decode up front).
+            rel = f"read_parquet({_lit(str(path))}, file_row_number = true)"
+            row_sql = "file_row_number + 1"
+            kind = "VIEW"
         if fmt == "csv" and source.header and source.delimiter != WHITESPACE and not remote:
             _check_csv_header(table, path, source, cols)
     except (duckdb.Error, SparkEngineError, ValueError, OSError) as exc:
@@ -635,7 +642,7 @@ def register_raw(con: duckdb.DuckDBPyConnection, table: str, source: TableSource
     )
     try:  # a text file is decoded to its end only here
         con.execute(
-            f"CREATE OR REPLACE TEMP TABLE raw_{table} AS "
+            f"CREATE OR REPLACE TEMP {kind} raw_{table} AS "
             f"SELECT CAST({row_sql} AS BIGINT) AS _row, {select} FROM {rel}"
         )
     except (duckdb.Error, SparkEngineError) as exc:
@@ -715,8 +722,7 @@ def _typed_sql(
     fmt = source.date_format
     future = _lit(str(max_date + dt.timedelta(1)))
     all_cols = ", ".join(_q(c) for c in cols)
-    dup = f"row_number() OVER (PARTITION BY {all_cols} ORDER BY _row) > 1"
-    checks: list[tuple[str, str]] = [("exact_duplicate", dup)]
+    checks: list[tuple[str, str]] = [("exact_duplicate", "coalesce(d._dup, FALSE)")]
     parsed: list[str] = []
     if table == "transactions" and (source.basket_only or source.format == "baskets"):
         # A basket line has an order and an item, nothing else to parse.
@@ -792,8 +798,14 @@ def _typed_sql(
     flags = ", ".join(f"({cond}) AS _f{i}" for i, (_, cond) in enumerate(checks))
     case = " ".join(f"WHEN _f{i} THEN {_lit(r)}" for i, (r, _) in enumerate(checks))
     extra = (", " + ", ".join(parsed)) if parsed else ""
+    # Exact duplicates: only lines whose hash of every column repeats can repeat a line, so the
+    # window over all columns (exact, whatever the hash) runs on those candidates alone.
     return (
-        f"WITH f AS (SELECT *{extra}, {flags} FROM raw_{table}) "
+        f"WITH h AS (SELECT *, hash({all_cols}) AS _h FROM raw_{table}), "
+        "c AS (SELECT _h FROM h GROUP BY _h HAVING count(*) > 1), "
+        f"d AS (SELECT _row AS _drow, row_number() OVER (PARTITION BY {all_cols} ORDER BY _row) > 1 "
+        "AS _dup FROM h WHERE _h IN (SELECT _h FROM c)), "
+        f"f AS (SELECT h.* EXCLUDE (_h){extra}, {flags} FROM h LEFT JOIN d ON d._drow = h._row) "
         f"SELECT * EXCLUDE ({', '.join(f'_f{i}' for i in range(len(checks)))}), "
         f"CASE {case} END AS _reason FROM f"
     )
@@ -892,10 +904,9 @@ def real_ids(con: Any) -> Any:
     import pandas as pd
 
     rows = con.execute(
-        f"""SELECT DISTINCT {_pseudo("coalesce(m.canonical_id, t.customer_id)")} AS customer_key,
-               coalesce(m.canonical_id, t.customer_id) AS customer_id, t.customer_id AS source_id
-        FROM typed_transactions t LEFT JOIN id_map m ON m.customer_id = t.customer_id
-        WHERE t._reason IS NULL AND t.customer_id IS NOT NULL"""
+        """SELECT k.customer_key, coalesce(m.canonical_id, k.customer_id) AS customer_id,
+               k.customer_id AS source_id
+        FROM customer_keys k LEFT JOIN id_map m ON m.customer_id = k.customer_id"""
     ).fetchall()
     frame = pd.DataFrame(rows, columns=["customer_key", "customer_id", "source_id"])
     return (
@@ -1013,7 +1024,6 @@ def prepare(
     seconds["identity"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    key = "coalesce(m.canonical_id, t.customer_id)"
     tx_cols = info["transactions"]["columns"]
     opt = [c for c in ("product_id", "category", "channel", "country", "store") if c in tx_cols]
     prefix = params.cleaning.cancellation_prefix
@@ -1028,42 +1038,56 @@ def prepare(
     if "product_name" in tx_cols:
         # One display name per normalised name (case and runs of whitespace ignored): the most
         # frequent spelling, ties broken alphabetically, so variants collapse deterministically.
+        # Worked out once per distinct name as written (product_spellings), not once per line.
+        con.execute(
+            """CREATE OR REPLACE TEMP TABLE product_spellings AS
+            SELECT product_name AS raw_name, count(*) AS n,
+                   regexp_replace(product_name, '\\s+', ' ', 'g') AS spelling,
+                   lower(regexp_replace(product_name, '\\s+', ' ', 'g')) AS norm
+            FROM typed_transactions WHERE _reason IS NULL AND product_name IS NOT NULL
+            GROUP BY product_name"""
+        )
         con.execute(
             """CREATE OR REPLACE TEMP TABLE product_names AS
             SELECT norm, arg_min(spelling, (-n, spelling)) AS product_name, count(*) AS variants
-            FROM (SELECT lower(regexp_replace(product_name, '\\s+', ' ', 'g')) AS norm,
-                         regexp_replace(product_name, '\\s+', ' ', 'g') AS spelling, count(*) AS n
-                  FROM typed_transactions WHERE _reason IS NULL AND product_name IS NOT NULL
-                  GROUP BY ALL) GROUP BY norm"""
+            FROM (SELECT norm, spelling, sum(n) AS n FROM product_spellings GROUP BY norm, spelling)
+            GROUP BY norm"""
+        )
+        con.execute(
+            """CREATE OR REPLACE TEMP TABLE product_name_map AS
+            SELECT m.raw_name, p.product_name FROM product_spellings m JOIN product_names p USING (norm)"""
         )
         variants = con.execute(
             "SELECT coalesce(sum(variants - 1), 0) FROM product_names"
         ).fetchone()[0]
         column_issues.setdefault("transactions", {})["product_name_variants"] = int(variants)
         name_sql = ", pn.product_name AS product_name"
-    name_join = (
-        "LEFT JOIN product_names pn "
-        "ON pn.norm = lower(regexp_replace(t.product_name, '\\s+', ' ', 'g'))"
-        if name_sql
-        else ""
+    name_join = "LEFT JOIN product_name_map pn ON pn.raw_name = t.product_name" if name_sql else ""
+    # The pseudonym of each distinct customer id (canonical id of merged ids) is hashed once.
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE customer_keys AS
+        SELECT k.customer_id, {_pseudo("coalesce(m.canonical_id, k.customer_id)")} AS customer_key
+        FROM (SELECT DISTINCT customer_id FROM typed_transactions
+              WHERE _reason IS NULL AND customer_id IS NOT NULL) k
+        LEFT JOIN id_map m ON m.customer_id = k.customer_id"""
     )
     # A line total read from the file is the amount as given (qty * total / qty may differ from it
     # in the last bits).
     amount = "t.line_total" if inputs["transactions"].price_is_line_total else "t.qty * t.price"
     con.execute(
-        f"""CREATE OR REPLACE TEMP TABLE transactions AS
-        SELECT {_pseudo(key)} AS customer_key, t.order_id, t.order_ts, CAST(t.order_ts AS DATE) AS order_date,
+        f"""CREATE OR REPLACE TEMP VIEW transactions AS
+        SELECT k.customer_key, t.order_id, t.order_ts, CAST(t.order_ts AS DATE) AS order_date,
           {"".join(f"t.{c}, " for c in opt)}t.qty AS quantity, t.price AS unit_price,
           {amount} AS amount, coalesce(t.qty < 0, FALSE) AS is_return, {is_cancel} AS is_cancellation,
           {is_product} AS is_product, t._row AS source_row{name_sql}
         FROM typed_transactions t
-        LEFT JOIN id_map m ON m.customer_id = t.customer_id
+        LEFT JOIN customer_keys k ON k.customer_id = t.customer_id
         {name_join}
-        WHERE t._reason IS NULL
-        ORDER BY t._row"""
-    )
+        WHERE t._reason IS NULL"""
+    )  # a view: read twice (features, then the Parquet file in file order), never stored
     ref = con.execute(
-        "SELECT CAST(max(order_date) + INTERVAL 1 DAY AS DATE), min(order_date) FROM transactions"
+        "SELECT CAST(max(CAST(order_ts AS DATE)) + INTERVAL 1 DAY AS DATE), "
+        "min(CAST(order_ts AS DATE)) FROM typed_transactions WHERE _reason IS NULL"
     ).fetchone()
     reference_date = ref[0]
     period = {
@@ -1082,8 +1106,10 @@ def prepare(
     for name in ("transactions", "customers", "identity_merges") + tuple(
         t for t in ("feedback", "events") if t in inputs
     ):
+        order = " ORDER BY source_row" if name == "transactions" else ""
         con.execute(
-            f"COPY (SELECT * FROM {name}) TO {_lit(str(out / f'{name}.parquet'))} (FORMAT parquet)"
+            f"COPY (SELECT * FROM {name}{order}) TO {_lit(str(out / f'{name}.parquet'))} "
+            "(FORMAT parquet)"
         )
     _write_quarantine(con, info, run)
     seconds["write"] = time.perf_counter() - t0

@@ -149,6 +149,8 @@ def make(lines: int, out: Path, seed: int, force: bool = False) -> Path:
     if not force and meta_file.is_file():
         old = json.loads(meta_file.read_text())
         if {k: old.get(k) for k in meta} == meta:
+            # The params file names this checkout's params/default.yml: rewritten every time.
+            (folder / "params.yml").write_text(params_text(folder, lines))
             return folder
     folder.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

@@ -576,7 +576,9 @@ def register_raw(con: duckdb.DuckDBPyConnection, table: str, source: TableSource
             row_sql = "_row"
         else:
             rel, blank_lines, sheets = _reader(con, table, path, fmt, source)
-        cols = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {rel}").fetchall()]
+        described = con.execute(f"DESCRIBE SELECT * FROM {rel}").fetchall()
+        cols = [r[0] for r in described]
+        types = {r[0]: str(r[1]).upper() for r in described}
         if row_sql == "_row":
             cols = cols[1:]  # the view's own row number
         elif fmt == "parquet" and "file_row_number" not in cols:
@@ -633,11 +635,9 @@ def register_raw(con: duckdb.DuckDBPyConnection, table: str, source: TableSource
             if c not in derived and mapping[c] not in cols
         }
     present = {canon: src for canon, src in mapping.items() if src in cols}
+    spark = isinstance(con, SparkConnection)
     select = ", ".join(
-        [
-            f"NULLIF(TRIM(CAST({_q(src)} AS VARCHAR)), '') AS {_q(canon)}"
-            for canon, src in present.items()
-        ]
+        [f"{_as_text(_q(src), types[src], spark)} AS {_q(canon)}" for canon, src in present.items()]
         + [f"{expr} AS {_q(canon)}" for canon, expr in {**derived, **absent}.items()]
     )
     try:  # a text file is decoded to its end only here
@@ -665,6 +665,32 @@ def register_raw(con: duckdb.DuckDBPyConnection, table: str, source: TableSource
     if blank_lines is not None:
         info["blank_lines"] = blank_lines
     return info
+
+
+#: Source types whose text never has surrounding spaces and is never empty.
+_PLAIN_TYPES = re.compile(
+    r"(TINYINT|SMALLINT|INTEGER|BIGINT|HUGEINT|UTINYINT|USMALLINT|UINTEGER|UBIGINT|FLOAT|DOUBLE"
+    r"|DECIMAL.*|DATE|TIMESTAMP.*|BOOLEAN)"
+)
+
+
+def _as_text(col: str, type_: str, spark: bool) -> str:
+    """SQL of a column's value as text: trimmed, and NULL when empty.
+
+    DuckDB's ``trim`` removes the space and the Unicode space separators; trimming every value
+    allocates a new string per value, so on DuckDB a value is trimmed only when it can change: it
+    is empty, starts or ends with a space, or is not plain ASCII (``strlen``, its bytes, differs
+    from ``length``, its characters). The result is the same as ``NULLIF(TRIM(x), '')``.
+    """
+    if _PLAIN_TYPES.fullmatch(type_):
+        return f"CAST({col} AS VARCHAR)"  # a number or a date as text: nothing to trim
+    text = f"CAST({col} AS VARCHAR)" if type_ != "VARCHAR" else col
+    if spark:
+        return f"NULLIF(TRIM({text}), '')"
+    return (
+        f"(CASE WHEN {text} = '' OR starts_with({text}, ' ') OR ends_with({text}, ' ') "
+        f"OR strlen({text}) <> length({text}) THEN NULLIF(TRIM({text}), '') ELSE {text} END)"
+    )
 
 
 def _register_excel(
@@ -721,8 +747,7 @@ def _typed_sql(
     """SQL that parses ``raw_<table>`` and assigns each row its first failing reason (or NULL)."""
     fmt = source.date_format
     future = _lit(str(max_date + dt.timedelta(1)))
-    all_cols = ", ".join(_q(c) for c in cols)
-    checks: list[tuple[str, str]] = [("exact_duplicate", "coalesce(d._dup, FALSE)")]
+    checks: list[tuple[str, str]] = [("exact_duplicate", "d._drow IS NOT NULL")]
     parsed: list[str] = []
     if table == "transactions" and (source.basket_only or source.format == "baskets"):
         # A basket line has an order and an item, nothing else to parse.
@@ -798,16 +823,39 @@ def _typed_sql(
     flags = ", ".join(f"({cond}) AS _f{i}" for i, (_, cond) in enumerate(checks))
     case = " ".join(f"WHEN _f{i} THEN {_lit(r)}" for i, (r, _) in enumerate(checks))
     extra = (", " + ", ".join(parsed)) if parsed else ""
-    # Exact duplicates: only lines whose hash of every column repeats can repeat a line, so the
-    # window over all columns (exact, whatever the hash) runs on those candidates alone.
+    # The text a kept transaction line was parsed from is not needed again (its parsed value
+    # is): it is kept for quarantined lines only, so the largest table stays narrow.
+    text_if_quarantined = []
+    if table == "transactions" and parsed and not source.basket_only and source.format != "baskets":
+        text_if_quarantined = [c for c in ("order_date", "quantity", "unit_price") if c in cols]
+    drop = [f"_f{i}" for i in range(len(checks))] + text_if_quarantined
+    texts = "".join(
+        f", CASE WHEN _reason IS NOT NULL THEN {_q(c)} END AS {_q(c)}" for c in text_if_quarantined
+    )
+    # The exact duplicates are found first (:func:`_find_duplicates`, the table dup_<table>).
     return (
-        f"WITH h AS (SELECT *, hash({all_cols}) AS _h FROM raw_{table}), "
-        "c AS (SELECT _h FROM h GROUP BY _h HAVING count(*) > 1), "
-        f"d AS (SELECT _row AS _drow, row_number() OVER (PARTITION BY {all_cols} ORDER BY _row) > 1 "
-        "AS _dup FROM h WHERE _h IN (SELECT _h FROM c)), "
-        f"f AS (SELECT h.* EXCLUDE (_h){extra}, {flags} FROM h LEFT JOIN d ON d._drow = h._row) "
-        f"SELECT * EXCLUDE ({', '.join(f'_f{i}' for i in range(len(checks)))}), "
-        f"CASE {case} END AS _reason FROM f"
+        f"WITH f AS (SELECT r.*{extra}, {flags} FROM raw_{table} r "
+        f"LEFT JOIN (SELECT _row AS _drow FROM dup_{table}) d ON d._drow = r._row), "
+        f"g AS (SELECT *, CASE {case} END AS _reason FROM f) "
+        f"SELECT * EXCLUDE ({', '.join(drop)}){texts} FROM g"
+    )
+
+
+def _find_duplicates(con: Any, table: str, cols: list[str]) -> None:
+    """Create ``dup_<table>(_row)``: the rows that repeat an earlier row field for field.
+
+    Two passes, neither of which keeps a wide table: the hash of every column is counted, and only
+    rows whose hash repeats are compared column by column (a window over every column, so a hash
+    collision never makes two different rows duplicates). The first of equal rows is kept.
+    """
+    all_cols = ", ".join(_q(c) for c in cols)
+    r_cols = ", ".join("r." + _q(c) for c in cols)
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE dup_{table} AS
+        WITH c AS (SELECT hash({all_cols}) AS _h FROM raw_{table} GROUP BY _h HAVING count(*) > 1),
+        w AS (SELECT r._row, row_number() OVER (PARTITION BY {r_cols} ORDER BY r._row) AS _n
+              FROM raw_{table} r JOIN c ON c._h = hash({r_cols}))
+        SELECT _row FROM w WHERE _n > 1"""
     )
 
 
@@ -971,21 +1019,17 @@ def prepare(
             continue
         info[table] = register_raw(con, table, inputs[table])
         cols = [c for c in info[table]["columns"]]
+        _find_duplicates(con, table, cols)
         con.execute(
             f"CREATE OR REPLACE TEMP TABLE typed_{table} AS "
             + _typed_sql(table, cols, params, inputs[table], max_date)
         )
-        rows = con.execute(
-            f"SELECT _reason, count(*) FROM typed_{table} WHERE _reason IS NOT NULL "
-            f"GROUP BY 1 ORDER BY 1"
-        ).fetchall()
-        quarantined = {r: int(n) for r, n in rows}
-        kept = con.execute(f"SELECT count(*) FROM typed_{table} WHERE _reason IS NULL").fetchone()[
-            0
-        ]
+        rows = con.execute(f"SELECT _reason, count(*) FROM typed_{table} GROUP BY 1").fetchall()
+        quarantined = {r: int(n) for r, n in sorted(rows, key=lambda x: str(x[0])) if r is not None}
+        kept = sum(int(n) for r, n in rows if r is None)
         recon[table] = {
             "input": info[table]["rows"],
-            "kept": int(kept),
+            "kept": kept,
             "quarantined": quarantined,
         }
         if recon[table]["input"] != recon[table]["kept"] + sum(quarantined.values()):
@@ -1034,18 +1078,29 @@ def prepare(
         if non_product and "product_id" in tx_cols
         else "TRUE"
     )
+    # One pass over the kept lines gives every small table the rest needs: the distinct customer
+    # ids (to pseudonymise once each), the distinct product names as written, and the period.
+    has_name = "product_name" in tx_cols
+    sets = ["(customer_id)", *(["(product_name)"] if has_name else []), "()"]
+    name_cols = "grouping(product_name) AS _g_name, product_name, " if has_name else ""
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE tx_kept AS
+        SELECT grouping(customer_id) AS _g_cust, customer_id, {name_cols}count(*) AS n,
+               min(CAST(order_ts AS DATE)) AS first_date, max(CAST(order_ts AS DATE)) AS last_date
+        FROM typed_transactions WHERE _reason IS NULL
+        GROUP BY GROUPING SETS ({", ".join(sets)})"""
+    )
     name_sql = ""
-    if "product_name" in tx_cols:
+    if has_name:
         # One display name per normalised name (case and runs of whitespace ignored): the most
         # frequent spelling, ties broken alphabetically, so variants collapse deterministically.
         # Worked out once per distinct name as written (product_spellings), not once per line.
         con.execute(
             """CREATE OR REPLACE TEMP TABLE product_spellings AS
-            SELECT product_name AS raw_name, count(*) AS n,
+            SELECT product_name AS raw_name, n,
                    regexp_replace(product_name, '\\s+', ' ', 'g') AS spelling,
                    lower(regexp_replace(product_name, '\\s+', ' ', 'g')) AS norm
-            FROM typed_transactions WHERE _reason IS NULL AND product_name IS NOT NULL
-            GROUP BY product_name"""
+            FROM tx_kept WHERE _g_name = 0 AND product_name IS NOT NULL"""
         )
         con.execute(
             """CREATE OR REPLACE TEMP TABLE product_names AS
@@ -1067,8 +1122,7 @@ def prepare(
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE customer_keys AS
         SELECT k.customer_id, {_pseudo("coalesce(m.canonical_id, k.customer_id)")} AS customer_key
-        FROM (SELECT DISTINCT customer_id FROM typed_transactions
-              WHERE _reason IS NULL AND customer_id IS NOT NULL) k
+        FROM (SELECT customer_id FROM tx_kept WHERE _g_cust = 0 AND customer_id IS NOT NULL) k
         LEFT JOIN id_map m ON m.customer_id = k.customer_id"""
     )
     # A line total read from the file is the amount as given (qty * total / qty may differ from it
@@ -1084,10 +1138,10 @@ def prepare(
         LEFT JOIN customer_keys k ON k.customer_id = t.customer_id
         {name_join}
         WHERE t._reason IS NULL"""
-    )  # a view: read twice (features, then the Parquet file in file order), never stored
+    )  # a view: read once, by the ordered Parquet write
     ref = con.execute(
-        "SELECT CAST(max(CAST(order_ts AS DATE)) + INTERVAL 1 DAY AS DATE), "
-        "min(CAST(order_ts AS DATE)) FROM typed_transactions WHERE _reason IS NULL"
+        "SELECT CAST(max(last_date) + INTERVAL 1 DAY AS DATE), min(first_date) FROM tx_kept "
+        f"WHERE _g_cust = 1{' AND _g_name = 1' if has_name else ''}"
     ).fetchone()
     reference_date = ref[0]
     period = {
@@ -1095,24 +1149,41 @@ def prepare(
         "end": str(reference_date - dt.timedelta(1)) if reference_date else None,
     }
 
+    seconds["transform"] = time.perf_counter() - t0
+
+    # The kept lines are written first, in file order; DuckDB then reads the features from that
+    # file (only the columns they need, already parsed) rather than parsing the input again.
+    t0 = time.perf_counter()
+    out = run.prepared
+    tx_file = out / "transactions.parquet"
+    # In file order: joins do not keep DuckDB's insertion order, so the lines are sorted.
+    con.execute(
+        f"COPY (SELECT * FROM transactions ORDER BY source_row) TO {_lit(str(tx_file))} "
+        "(FORMAT parquet)"
+    )
+    if not isinstance(con, SparkConnection):
+        con.execute(
+            "CREATE OR REPLACE TEMP VIEW transactions AS "
+            f"SELECT * FROM read_parquet({_lit(str(tx_file))})"
+        )
+    seconds["write"] = time.perf_counter() - t0
+
     # The unified customer view: customer attributes (merged ids) + transaction features.
+    t0 = time.perf_counter()
     features.create_customer_features(con, reference_date)
     _unified_customers(con, info, reference_date)
     _write_side_tables(con, info, params)
-    seconds["transform"] = time.perf_counter() - t0
+    seconds["transform"] += time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    out = run.prepared
-    for name in ("transactions", "customers", "identity_merges") + tuple(
+    for name in ("customers", "identity_merges") + tuple(
         t for t in ("feedback", "events") if t in inputs
     ):
-        order = " ORDER BY source_row" if name == "transactions" else ""
         con.execute(
-            f"COPY (SELECT * FROM {name}{order}) TO {_lit(str(out / f'{name}.parquet'))} "
-            "(FORMAT parquet)"
+            f"COPY (SELECT * FROM {name}) TO {_lit(str(out / f'{name}.parquet'))} (FORMAT parquet)"
         )
     _write_quarantine(con, info, run)
-    seconds["write"] = time.perf_counter() - t0
+    seconds["write"] += time.perf_counter() - t0
 
     result = PrepareResult(
         reconciliation=recon,

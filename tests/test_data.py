@@ -704,3 +704,29 @@ def test_basket_only_on_a_table_with_dates_and_prices_is_refused_not_blanked(tmp
     src = TableSource(path=write(tmp_path / "t.csv", TX), basket_only=True)
     with pytest.raises(DataError, match=r"basket_only is set, but the table has customer_id"):
         prepare(_params(tmp_path), {"transactions": src}, RunPaths(tmp_path / "r"))
+
+
+# ------------------------------------------------------------------- the fast paths keep results
+TRICKY_TEXT = [
+    "", " ", "   ", "abc", " abc", "abc ", " a b ", "\tabc\t", "\nabc", "é", " é ", "éé",
+    "\u00a0abc", "abc\u00a0", "\u3000客户\u3000", "客户", "\u2003x", "x\u2009", "a\u00a0b", None,
+]  # fmt: skip
+
+
+def test_conditional_trim_equals_trim_on_every_kind_of_text():
+    """``_as_text`` trims only values that can change: the result equals NULLIF(TRIM(x), '')."""
+    import duckdb
+
+    from crm_helpers.data import _as_text
+
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t (i INTEGER, x VARCHAR)")
+    con.executemany("INSERT INTO t VALUES (?, ?)", list(enumerate(TRICKY_TEXT)))
+    rows = con.execute(
+        f"SELECT i, x, {_as_text('x', 'VARCHAR', spark=False)}, NULLIF(TRIM(x), '') FROM t"
+    ).fetchall()
+    assert len(rows) == len(TRICKY_TEXT)
+    for i, x, fast, plain in rows:
+        assert fast == plain, (i, x)
+    # at least one value of each kind really changed or became NULL
+    assert sum(1 for _, x, fast, _ in rows if x is not None and fast != x) >= 10

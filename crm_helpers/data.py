@@ -33,6 +33,7 @@ real business events: they are kept and flagged, never dropped.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -841,6 +842,23 @@ def _typed_sql(
     )
 
 
+@contextlib.contextmanager
+def _any_order(con: Any):
+    """Let DuckDB store rows in any order (faster, less memory) inside the block.
+
+    For tables read only by queries that order, aggregate or join by ``_row`` explicitly; each
+    row's ``_row`` was fixed when the file was registered.
+    """
+    if isinstance(con, SparkConnection):
+        yield
+        return
+    con.execute("SET preserve_insertion_order = false")
+    try:
+        yield
+    finally:
+        con.execute("SET preserve_insertion_order = true")
+
+
 def _find_duplicates(con: Any, table: str, cols: list[str]) -> None:
     """Create ``dup_<table>(_row)``: the rows that repeat an earlier row field for field.
 
@@ -850,11 +868,16 @@ def _find_duplicates(con: Any, table: str, cols: list[str]) -> None:
     """
     all_cols = ", ".join(_q(c) for c in cols)
     r_cols = ", ".join("r." + _q(c) for c in cols)
+    # The repeated hashes are a table of their own, so the join knows they are few and builds its
+    # hash table on them, never on the lines (which would not fit a small memory limit).
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE dup_hashes_{table} AS SELECT hash({all_cols}) AS _h "
+        f"FROM raw_{table} GROUP BY _h HAVING count(*) > 1"
+    )
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE dup_{table} AS
-        WITH c AS (SELECT hash({all_cols}) AS _h FROM raw_{table} GROUP BY _h HAVING count(*) > 1),
-        w AS (SELECT r._row, row_number() OVER (PARTITION BY {r_cols} ORDER BY r._row) AS _n
-              FROM raw_{table} r JOIN c ON c._h = hash({r_cols}))
+        WITH w AS (SELECT r._row, row_number() OVER (PARTITION BY {r_cols} ORDER BY r._row) AS _n
+                   FROM raw_{table} r JOIN dup_hashes_{table} c ON c._h = hash({r_cols}))
         SELECT _row FROM w WHERE _n > 1"""
     )
 
@@ -1019,11 +1042,12 @@ def prepare(
             continue
         info[table] = register_raw(con, table, inputs[table])
         cols = [c for c in info[table]["columns"]]
-        _find_duplicates(con, table, cols)
-        con.execute(
-            f"CREATE OR REPLACE TEMP TABLE typed_{table} AS "
-            + _typed_sql(table, cols, params, inputs[table], max_date)
-        )
+        with _any_order(con):  # every later read of these tables orders what it needs
+            _find_duplicates(con, table, cols)
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE typed_{table} AS "
+                + _typed_sql(table, cols, params, inputs[table], max_date)
+            )
         rows = con.execute(f"SELECT _reason, count(*) FROM typed_{table} GROUP BY 1").fetchall()
         quarantined = {r: int(n) for r, n in sorted(rows, key=lambda x: str(x[0])) if r is not None}
         kept = sum(int(n) for r, n in rows if r is None)

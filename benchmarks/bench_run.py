@@ -163,6 +163,10 @@ def main() -> None:
             })
             print(json.dumps(rows[-1]), flush=True)
     OUT.parent.mkdir(parents=True, exist_ok=True)
+    if OUT.is_file():  # sizes not measured this time keep their earlier rows
+        done = {r["lines"] for r in rows}
+        earlier = [r for r in json.loads(OUT.read_text())["results"] if r["lines"] not in done]
+        rows = sorted(earlier + rows, key=lambda r: r["lines"])
     run = {"machine": machine(), "command": "crm-report run (demo, pandoc renderer)", "results": rows}
     OUT.write_text(json.dumps(run, indent=2) + "\n")
     REPORT.write_text(json.dumps(report_rows(run), indent=1) + "\n")

@@ -161,14 +161,39 @@ def pseudonym_key(params: Params) -> str:
     )
 
 
+#: sha256 of files already read in this process, by what identifies their current content.
+_SHA256_SEEN: dict[tuple[str, int, int, int, int, int], str] = {}
+#: A file changed less than this many seconds before it is read is not remembered: file times
+#: are coarse (a few milliseconds), so a rewrite that soon could leave every time unchanged.
+SHA256_RACY_SECONDS = 2.0
+
+
 def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks."""
+    """Hex sha256 of a file, read in chunks.
+
+    A run needs an input's sha256 more than once (its fingerprint, the preparation summary, the
+    resume check): a file is read again only when its path, device, inode, size, modification or
+    change time differs from the last read, so a large input is hashed once per run.
+    """
     import hashlib
 
+    st = os.stat(path)
+    seen = (
+        str(Path(path).resolve()),
+        st.st_dev,
+        st.st_ino,
+        st.st_size,
+        st.st_mtime_ns,
+        st.st_ctime_ns,
+    )
+    if seen in _SHA256_SEEN:
+        return _SHA256_SEEN[seen]
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
+    if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > SHA256_RACY_SECONDS * 1e9:
+        _SHA256_SEEN[seen] = h.hexdigest()
     return h.hexdigest()
 
 

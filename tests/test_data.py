@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -730,3 +732,39 @@ def test_conditional_trim_equals_trim_on_every_kind_of_text():
         assert fast == plain, (i, x)
     # at least one value of each kind really changed or became NULL
     assert sum(1 for _, x, fast, _ in rows if x is not None and fast != x) >= 10
+
+
+def test_sha256_file_reads_a_file_once_until_it_changes(tmp_path, monkeypatch):
+    import hashlib
+
+    from crm_helpers import data as data_mod
+
+    reads = []
+    real_open = open
+
+    def counting_open(path, *a, **k):
+        reads.append(str(path))
+        return real_open(path, *a, **k)
+
+    monkeypatch.setattr(data_mod, "open", counting_open, raising=False)
+    f = tmp_path / "in.csv"
+    f.write_text("customer_id\nabc\n")
+    want = hashlib.sha256(b"customer_id\nabc\n").hexdigest()
+    # Just written: file times are too coarse to trust yet, so every call reads the file.
+    assert data_mod.sha256_file(f) == want
+    assert data_mod.sha256_file(f) == want
+    assert len(reads) == 2
+    monkeypatch.setattr(data_mod, "SHA256_RACY_SECONDS", 0.0)
+    time.sleep(0.05)
+    assert data_mod.sha256_file(f) == want
+    assert data_mod.sha256_file(f) == want
+    assert len(reads) == 3  # the last call is the remembered digest
+    # Same size, and the modification time put back: the change time still differs, so it is
+    # read again and the new digest is returned.
+    st = f.stat()
+    time.sleep(0.05)
+    f.write_text("customer_id\nabd\n")
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert f.stat().st_mtime_ns == st.st_mtime_ns
+    assert data_mod.sha256_file(f) == hashlib.sha256(b"customer_id\nabd\n").hexdigest()
+    assert len(reads) == 4

@@ -47,13 +47,18 @@ def set_language(lang: str) -> None:
     _state["language"] = lang
 
 
-def configure(run_dir: str | Path) -> str:
-    """Read the language from the run's ``run_info.json`` (written by the runner); en without it."""
+def run_language(run_dir: str | Path) -> str:
+    """The language of a run: its ``run_info.json``'s (written by the runner); en without it."""
     path = Path(run_dir) / "run_info.json"
     lang = None
     if path.is_file():
         lang = (json.loads(path.read_text(encoding="utf-8")).get("report") or {}).get("language")
-    set_language(lang or DEFAULT_LANGUAGE)
+    return lang or DEFAULT_LANGUAGE
+
+
+def configure(run_dir: str | Path) -> str:
+    """Put the run's language (:func:`run_language`) in force for this process and return it."""
+    set_language(run_language(run_dir))
     return str(_state["language"])
 
 

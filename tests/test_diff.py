@@ -317,6 +317,36 @@ def test_write_page_compares_with_the_latest_complete_run_and_records_it(tmp_pat
     assert diff.page_of(new, manifest | {"compared_with": None}) is None
 
 
+def test_a_chinese_report_gets_the_page_in_chinese(tmp_path):
+    client_dir = tmp_path / "acme"
+    make_run(tmp_path, "v1")
+    (client_dir / "latest").symlink_to("v1", target_is_directory=True)
+    p2 = copy.deepcopy(PARAMS)
+    p2["chapters"]["basket"]["min_support"] = 0.01
+    new = make_run(tmp_path, "v2", params=p2, artifacts=changed(basket={"n_itemsets": 50}))
+    info = {"privacy": {"min_group_size": 5}, "report": {"language": "zh"}}
+    (new / "run_info.json").write_text(json.dumps(info))
+    manifest = json.loads((new / "manifest.json").read_text())
+    assert diff.write_page(new, manifest, client_dir)["changed_figures"] == 1
+    page = (new / "diff.md").read_text(encoding="utf-8")
+    assert page.startswith("# 自上次报告以来的变化（版本 v1） {.unnumbered}")
+    assert "**已变更的参数：**" in page and "`chapters.basket.min_support`: 0.005 → 0.01" in page
+    assert "**输入数据：**未变化" in page and "## 购物篮 {#changed-basket}" in page
+    header = next(line for line in page.splitlines() if line.startswith("|"))
+    assert [c.strip() for c in header.strip("|").split("|")] == [
+        "数字",
+        "旧值",
+        "新值",
+        "变化",
+        "变化 %",
+    ]
+    assert cells(page, "Frequent itemsets")[1:3] == ["114", "50"]  # values as recorded
+    for english in ("What changed", "Parameters changed", "Input data", "compared with", "Figure"):
+        assert english not in page, english
+    # Every area heading the page can show has its Chinese name.
+    assert all(diff.i18n.tr(a, lang="zh") != a for a in diff.AREAS)
+
+
 def test_no_page_without_a_previous_complete_run(tmp_path):
     client_dir = tmp_path / "acme"
     new = make_run(tmp_path, "v2")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import base64
 import json
+import re
 import string
 
 import matplotlib
@@ -12,6 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import nbformat  # noqa: E402
+import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output  # noqa: E402
 
@@ -84,6 +86,58 @@ def test_every_phrase_used_in_code_and_notebooks_is_translated():
     used += [ch.title for ch in CHAPTERS]  # the registry's titles (index page, failed pages)
     assert len(set(used)) > 100
     assert i18n.missing(used) == []
+
+
+#: Calls and keywords whose text is drawn on a figure: axis labels, titles, legend entries.
+_FIGURE_TEXT_CALLS = ("set_xlabel", "set_ylabel", "set_title", "suptitle")
+_FIGURE_TEXT_KEYWORDS = ("label", "title", "xlabel", "ylabel")
+
+
+def _untranslated_figure_text(source: str, where: str) -> list[str]:
+    """Figure text given as an English literal (not through ``tr``) in ``source``."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Call):
+            continue
+        name = getattr(node.func, "attr", getattr(node.func, "id", None))
+        args = list(node.args[:1]) if name in _FIGURE_TEXT_CALLS else []
+        args += [k.value for k in node.keywords if k.arg in _FIGURE_TEXT_KEYWORDS]
+        for a in args:
+            if isinstance(a, ast.JoinedStr):  # the literal parts of an f-string
+                text = "".join(v.value for v in a.values if isinstance(v, ast.Constant))
+            else:
+                text = a.value if isinstance(a, ast.Constant) and isinstance(a.value, str) else ""
+            # Words in a literal (symbols and names such as '%' or 'BG/NBD' may stay).
+            if re.search(r"[a-z]{2,}", text):
+                found.append(f"{where}:{node.lineno}: {ast.unparse(a)}")
+    return found
+
+
+def test_figure_text_goes_through_the_catalogue():
+    # Axis labels, titles and legend entries are drawn into the images, where no later step can
+    # translate them: each must be a tr() call (whose phrase the test above checks).
+    found = []
+    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+        found += _untranslated_figure_text(path.read_text(encoding="utf-8"), path.name)
+    for ch in CHAPTERS:
+        nb = nbformat.read(ch.notebook, as_version=4)
+        for i, cell in enumerate(nb.cells):
+            if cell.cell_type == "code":
+                src = "\n".join(ln for ln in cell.source.splitlines() if not ln.startswith("#|"))
+                found += _untranslated_figure_text(src, f"{ch.notebook.name} cell {i}")
+    assert found == []
+    plt.close("all")
+    fig, ax = plt.subplots()
+    from crm_helpers.models import profile
+
+    try:
+        i18n.set_language("zh")
+        profile.plot_lorenz(profile.lorenz_curve(pd.Series([1.0, 2.0, 7.0])), ax=ax, gini=0.4)
+        assert ax.get_xlabel() == "客户占比 %（收入从低到高）"
+        assert "客户（基尼系数 0.40）" in [t.get_text() for t in ax.get_legend().get_texts()]
+    finally:
+        i18n.set_language("en")
+        plt.close(fig)
 
 
 @pytest.mark.parametrize("ch", CHAPTERS, ids=lambda c: c.slug)

@@ -48,6 +48,7 @@ from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_s
 from sklearn.model_selection import StratifiedKFold
 from threadpoolctl import threadpool_limits
 
+from ..i18n import tr
 from .clv import PURCHASE
 
 #: Name of the recency-only baseline in metric tables.
@@ -958,8 +959,8 @@ def calibration_check(
     skf = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     for method in methods:
         oof = np.empty_like(p)
-        for tr, te in skf.split(p.reshape(-1, 1), y):
-            oof[te] = _Mapping(method).fit(p[tr], y[tr])(p[te])
+        for fit_rows, te in skf.split(p.reshape(-1, 1), y):
+            oof[te] = _Mapping(method).fit(p[fit_rows], y[fit_rows])(p[te])
         rows.append({"method": method, "brier": float(brier_score_loss(y, oof))})
     out = pd.DataFrame(rows)
     out["chosen"] = False
@@ -1554,10 +1555,10 @@ def plot_roc(y: Any, probabilities: Mapping[str, Any], ax: Axes | None = None) -
     for i, (name, p) in enumerate(probabilities.items()):
         fpr, tpr, _ = roc_curve(y, p)
         auc = roc_auc_score(y, p)
-        ax.plot(fpr, tpr, label=f"{name} (AUC {auc:.2f})", **_style(i))
+        ax.plot(fpr, tpr, label=tr("{name} (AUC {auc:.2f})", name=name, auc=auc), **_style(i))
     ax.plot([0, 1], [0, 1], color=NEUTRAL, lw=0.8, ls=":")
-    ax.set_xlabel("false positive rate (stayers flagged)")
-    ax.set_ylabel("true positive rate (churners caught)")
+    ax.set_xlabel(tr("false positive rate (stayers flagged)"))
+    ax.set_ylabel(tr("true positive rate (churners caught)"))
     ax.legend(frameon=False, loc="lower right", fontsize=8)
     return ax
 
@@ -1573,8 +1574,8 @@ def plot_calibration(
         t = calibration_table(y, p, bins)
         ax.plot(t["predicted"], t["observed"], marker="o", label=name, **_style(i))
     ax.plot([0, 1], [0, 1], color=NEUTRAL, lw=0.8, ls=":")
-    ax.set_xlabel("predicted churn probability")
-    ax.set_ylabel("observed churn rate")
+    ax.set_xlabel(tr("predicted churn probability"))
+    ax.set_ylabel(tr("observed churn rate"))
     ax.legend(frameon=False, loc="upper left", fontsize=8)
     return ax
 
@@ -1587,10 +1588,10 @@ def plot_gains(y: Any, probabilities: Mapping[str, Any], ax: Axes | None = None)
     for i, (name, p) in enumerate(probabilities.items()):
         g = gains_curve(y, p)
         ax.plot(g["contacted"], g["caught"], label=name, **_style(i))
-    ax.plot([0, 1], [0, 1], color=NEUTRAL, lw=0.8, ls=":", label="random")
+    ax.plot([0, 1], [0, 1], color=NEUTRAL, lw=0.8, ls=":", label=tr("random"))
     ax.axvline(0.1, color=NEUTRAL, lw=0.6, ls="--")
-    ax.set_xlabel("share of customers contacted (highest risk first)")
-    ax.set_ylabel("share of churners caught")
+    ax.set_xlabel(tr("share of customers contacted (highest risk first)"))
+    ax.set_ylabel(tr("share of churners caught"))
     ax.legend(frameon=False, loc="lower right", fontsize=8)
     return ax
 
@@ -1600,7 +1601,7 @@ def plot_importance(table: pd.DataFrame, top: int = 12, ax: Axes | None = None) 
     ax = _new_ax(ax)
     t = table.head(top).iloc[::-1]
     ax.barh(t["description"], t["importance"], xerr=t["std"], color=_style(0)["color"])
-    ax.set_xlabel("drop in ROC-AUC when shuffled")
+    ax.set_xlabel(tr("drop in ROC-AUC when shuffled"))
     return ax
 
 
@@ -1629,8 +1630,8 @@ def plot_survival(curves: pd.DataFrame, ax: Axes | None = None, bands: bool = Tr
                 lw=0,
             )
     ax.set_ylim(0, 1.02)
-    ax.set_xlabel("days since the first purchase")
-    ax.set_ylabel("share still active")
+    ax.set_xlabel(tr("days since the first purchase"))
+    ax.set_ylabel(tr("share still active"))
     if ax.get_legend_handles_labels()[0]:  # every group may be too small to draw
         ax.legend(frameon=False, fontsize=8)
     return ax

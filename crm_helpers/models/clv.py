@@ -29,6 +29,8 @@ import pandas as pd
 from matplotlib.axes import Axes
 from scipy import optimize, special
 
+from ..i18n import tr
+
 UNIT_DAYS = {"days": 1.0, "weeks": 7.0}
 DAYS_PER_MONTH = 365.25 / 12
 BGNBD_PARAMS = ("r", "alpha", "a", "b")
@@ -698,11 +700,11 @@ def plot_conditional(table: pd.DataFrame, ax: Axes | None = None) -> Axes:
         table = table.loc[table["customers"] >= min_group_size()].reset_index(drop=True)
     ax = ax or plt.subplots(figsize=(7, 3.6))[1]
     pos = np.arange(len(table))
-    ax.plot(pos, table["actual"], marker="o", color=PALETTE[0], label="actual")
+    ax.plot(pos, table["actual"], marker="o", color=PALETTE[0], label=tr("actual"))
     ax.plot(pos, table["predicted"], marker="s", ls="--", color=PALETTE[1], label="BG/NBD")
     ax.set_xticks(pos, table["calibration transactions"])
-    ax.set_xlabel("repeat transactions in the calibration period")
-    ax.set_ylabel("mean holdout transactions")
+    ax.set_xlabel(tr("repeat transactions in the calibration period"))
+    ax.set_ylabel(tr("mean holdout transactions"))
     ax.legend(frameon=False)
     return ax
 
@@ -716,19 +718,19 @@ def plot_cumulative(
     from ..plots import NEUTRAL, PALETTE
 
     ax = ax or plt.subplots(figsize=(7, 3.6))[1]
-    ax.plot(curve["period"], curve["actual"], color=PALETTE[0], label="actual")
+    ax.plot(curve["period"], curve["actual"], color=PALETTE[0], label=tr("actual"))
     ax.plot(curve["period"], curve["predicted"], ls="--", color=PALETTE[1], label="BG/NBD")
     ax.axvline(calibration_periods, color=NEUTRAL, lw=0.8, ls=":")
     ax.text(
         calibration_periods,
         ax.get_ylim()[1] * 0.95,
-        " calibration end",
+        tr(" calibration end"),
         fontsize=8,
         va="top",
         color=NEUTRAL,
     )
     ax.set_xlabel(unit)
-    ax.set_ylabel("cumulative repeat transactions")
+    ax.set_ylabel(tr("cumulative repeat transactions"))
     ax.legend(frameon=False)
     return ax
 

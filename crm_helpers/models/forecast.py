@@ -60,6 +60,7 @@ from scipy import stats
 from sklearn.base import BaseEstimator, clone
 from statsmodels.tools.sm_exceptions import ConvergenceWarning, InterpolationWarning
 
+from ..i18n import tr
 from .clv import PURCHASE
 
 #: period code -> (DuckDB date_trunc unit, pandas frequency, singular, plural).
@@ -1088,12 +1089,12 @@ def plot_forecast(
 
     ax = ax if ax is not None else plt.subplots()[1]
     h = history.iloc[-last:] if last else history
-    ax.plot(h.index, h.to_numpy(), color=PALETTE[0], label="actual")
+    ax.plot(h.index, h.to_numpy(), color=PALETTE[0], label=tr("actual"))
     ax.fill_between(fc.index, fc["lower_95"], fc["upper_95"], color=PALETTE[1], alpha=0.2,
-                    label="95 % interval")  # fmt: skip
+                    label=tr("95 % interval"))  # fmt: skip
     ax.fill_between(fc.index, fc["lower_80"], fc["upper_80"], color=PALETTE[1], alpha=0.35,
-                    label="80 % interval")  # fmt: skip
-    ax.plot(fc.index, fc["mean"], color=PALETTE[3], ls="--", label="forecast")
+                    label=tr("80 % interval"))  # fmt: skip
+    ax.plot(fc.index, fc["mean"], color=PALETTE[3], ls="--", label=tr("forecast"))
     ax.legend(frameon=False, loc="upper left", fontsize=8)
     return ax
 
@@ -1108,5 +1109,5 @@ def plot_profile(profile: pd.Series, *, ax: Axes | None = None) -> Axes:
     ax.bar([str(k) for k in profile.index], profile.to_numpy(), color=PALETTE[0])
     ax.axhline(0, color=NEUTRAL, lw=0.8)
     ax.set_xlabel(profile.index.name or "")
-    ax.set_ylabel("seasonal effect")
+    ax.set_ylabel(tr("seasonal effect"))
     return ax

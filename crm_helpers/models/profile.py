@@ -15,6 +15,8 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.ticker import StrMethodFormatter
 
+from ..i18n import tr
+
 #: Age bands: lower bound inclusive, upper bound exclusive.
 AGE_BINS = [-np.inf, 25, 35, 45, 55, 65, np.inf]
 AGE_LABELS = ["<25", "25-34", "35-44", "45-54", "55-64", "65+"]
@@ -554,7 +556,7 @@ def plot_attributes(distributions: pd.DataFrame, ax: Axes | None = None) -> Axes
     y = np.arange(len(d))[::-1]
     ax.barh(y, 100 * d["share"], color=colour.tolist())
     ax.set_yticks(y, [f"{a}: {v}" for a, v in zip(d["attribute"], d["value"], strict=True)])
-    ax.set_xlabel("% of buyers")
+    ax.set_xlabel(tr("% of buyers"))
     ax.grid(axis="y", visible=False)
     return ax
 
@@ -569,7 +571,7 @@ def plot_counts(
     ax.bar(counts.index.astype(str), counts.to_numpy(), color=PALETTE[0])
     ax.set_title(title)
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("customers")
+    ax.set_ylabel(tr("customers"))
     return ax
 
 
@@ -591,11 +593,11 @@ def plot_histogram(
         top = float(v.quantile(clip_quantile))
         ax.hist(v.clip(upper=top), bins=bins, color=PALETTE[0])
         med = float(v.median())
-        ax.axvline(med, color=PALETTE[3], lw=1.5, label=f"median {med:,.0f}")
+        ax.axvline(med, color=PALETTE[3], lw=1.5, label=tr("median {med:,.0f}", med=med))
         ax.legend(frameon=False)
     ax.set_title(title)
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("count")
+    ax.set_ylabel(tr("count"))
     return ax
 
 
@@ -604,15 +606,15 @@ def plot_lorenz(lorenz: pd.DataFrame, ax: Axes | None = None, *, gini: float | N
     from ..plots import NEUTRAL, PALETTE
 
     ax = _ax(ax, (7.5, 3.4))
-    ax.plot([0, 100], [0, 100], color=NEUTRAL, lw=1, ls="--", label="equal spending")
-    label = "customers" if gini is None else f"customers (Gini {gini:.2f})"
+    ax.plot([0, 100], [0, 100], color=NEUTRAL, lw=1, ls="--", label=tr("equal spending"))
+    label = tr("customers") if gini is None else tr("customers (Gini {gini:.2f})", gini=gini)
     x, y = 100 * lorenz["customer_share"], 100 * lorenz["revenue_share"]
     ax.plot(x, y, color=PALETTE[0], lw=2, label=label)
     ax.fill_between(x, y, x, color=PALETTE[0], alpha=0.12)
     ax.set_xlim(0, 100)
     ax.set_ylim(0, 100)
-    ax.set_xlabel("% of customers (smallest revenue first)")
-    ax.set_ylabel("% of revenue")
+    ax.set_xlabel(tr("% of customers (smallest revenue first)"))
+    ax.set_ylabel(tr("% of revenue"))
     ax.legend(frameon=False, loc="upper left")
     return ax
 
@@ -658,8 +660,8 @@ def plot_retention(
         linecolor="white",
     )
     ax.grid(False)
-    ax.set_xlabel("months after the first purchase")
-    ax.set_ylabel("cohort (month of first purchase)")
+    ax.set_xlabel(tr("months after the first purchase"))
+    ax.set_ylabel(tr("cohort (month of first purchase)"))
     ax.tick_params(axis="y", labelsize=7)
     return ax
 
@@ -678,14 +680,14 @@ def plot_cohort_revenue(revenue: pd.DataFrame, ax: Axes | None = None) -> Axes:
     )
     ax = _ax(ax)
     x = np.arange(len(revenue))
-    ax.bar(x, revenue["revenue"], color=PALETTE[0], label="net revenue")
-    ax.set_ylabel("net revenue")
+    ax.bar(x, revenue["revenue"], color=PALETTE[0], label=tr("net revenue"))
+    ax.set_ylabel(tr("net revenue"))
     ax.yaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
     ax.set_xticks(x, revenue.index, rotation=90, fontsize=7)
-    ax.set_xlabel("cohort (month of first purchase)")
+    ax.set_xlabel(tr("cohort (month of first purchase)"))
     right = ax.twinx()
     right.plot(x, revenue["revenue_per_customer"], color=PALETTE[1], marker="o", ms=3)
-    right.set_ylabel("per customer", color=PALETTE[1])
+    right.set_ylabel(tr("per customer"), color=PALETTE[1])
     right.grid(False)
     right.set_ylim(bottom=0)
     right.yaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))

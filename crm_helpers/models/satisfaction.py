@@ -53,6 +53,7 @@ from matplotlib.axes import Axes
 from scipy import sparse
 
 from ..errors import DataError
+from ..i18n import tr
 from .clv import PURCHASE
 
 #: Columns never used as a driver (identifiers, free text, dates, the score band itself).
@@ -1079,8 +1080,8 @@ def plot_distribution(dist: pd.DataFrame, ax: Axes | None = None) -> Axes:
 
     ax = _new_ax(ax)
     ax.bar(dist["score"].astype(str), dist["share"], color=PALETTE[0])
-    ax.set_xlabel("score")
-    ax.set_ylabel("share of responses")
+    ax.set_xlabel(tr("score"))
+    ax.set_ylabel(tr("share of responses"))
     return ax
 
 
@@ -1119,5 +1120,5 @@ def plot_drivers(table: pd.DataFrame, ax: Axes | None = None) -> Axes:
     ax.axvline(1, color=NEUTRAL, lw=0.8, ls=":")
     ax.set_xscale("log")
     ax.set_yticks(y, labels)
-    ax.set_xlabel("odds ratio of a higher score (log scale)")
+    ax.set_xlabel(tr("odds ratio of a higher score (log scale)"))
     return ax

@@ -20,6 +20,8 @@ from sklearn.metrics import adjusted_rand_score, silhouette_score
 from sklearn.mixture import GaussianMixture
 from sklearn.preprocessing import StandardScaler
 
+from ..i18n import tr
+
 RFM_COLUMNS = ("recency_days", "frequency", "monetary")
 
 
@@ -250,15 +252,15 @@ def plot_k_choice(scores: pd.DataFrame, best_k: int, ax: Axes | None = None) -> 
     from ..plots import PALETTE
 
     ax = ax if ax is not None else plt.subplots()[1]
-    ax.plot(scores["k"], scores["silhouette"], marker="o", color=PALETTE[0], label="silhouette")
+    ax.plot(scores["k"], scores["silhouette"], marker="o", color=PALETTE[0], label=tr("silhouette"))
     ax.axvline(best_k, color=PALETTE[3], linestyle="--", linewidth=1)
-    ax.set_xlabel("number of clusters k")
-    ax.set_ylabel("silhouette (higher is better)", color=PALETTE[0])
+    ax.set_xlabel(tr("number of clusters k"))
+    ax.set_ylabel(tr("silhouette (higher is better)"), color=PALETTE[0])
     ax2 = ax.twinx()
-    ax2.plot(scores["k"], scores["inertia"], marker="s", color=PALETTE[1], label="inertia")
-    ax2.set_ylabel("inertia (elbow)", color=PALETTE[1])
+    ax2.plot(scores["k"], scores["inertia"], marker="s", color=PALETTE[1], label=tr("inertia"))
+    ax2.set_ylabel(tr("inertia (elbow)"), color=PALETTE[1])
     ax2.grid(False)
-    ax.set_title(f"Choosing k: silhouette peaks at k = {best_k}")
+    ax.set_title(tr("Choosing k: silhouette peaks at k = {best_k}", best_k=best_k))
     return ax
 
 

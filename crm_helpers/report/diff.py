@@ -25,7 +25,7 @@ from typing import Any
 
 import pandas as pd
 
-from .. import privacy
+from .. import i18n, privacy
 from ..errors import CRMError
 
 REL_TOL = 1e-6
@@ -633,12 +633,18 @@ def display_frame(rows: list[FigureChange], k: int, *, status: bool = False) -> 
 
 
 def markdown_table(
-    rows: list[FigureChange], k: int, *, status: bool = False, area: bool = True
+    rows: list[FigureChange],
+    k: int,
+    *,
+    status: bool = False,
+    area: bool = True,
+    lang: str = "en",
 ) -> str:
-    """A Markdown pipe table of these rows (see :func:`display_frame`)."""
+    """A Markdown pipe table of these rows (see :func:`display_frame`), headed in ``lang``."""
     df = display_frame(rows, k, status=status)
     if not area:
         df = df.drop(columns="Area")
+    df = df.rename(columns=lambda c: i18n.header(c, lang))
     return df.to_markdown(index=False, disable_numparse=True)
 
 
@@ -665,60 +671,100 @@ def cli_text(diff: RunDiff, *, show_all: bool = False) -> str:
 PAGE_FILE = "diff.md"
 
 
-def page_title(version: str) -> str:
+def page_title(version: str, lang: str = "en") -> str:
     """The page's heading text."""
-    return f"What changed since the last report (version {version})"
+    return i18n.tr("What changed since the last report (version {version})", lang, version=version)
 
 
-def page_markdown(diff: RunDiff) -> str:
-    """The report page: changed figures with both values, changed params, inputs and chapters."""
+def _changes_paragraph(title: str, items: list[str], none: str) -> str:
+    """``title`` over a bullet list of the changes, or the ``none`` sentence when there are none."""
+    return f"{title}\n\n" + "\n".join(f"- {i}" for i in items) if items else none
+
+
+def page_markdown(diff: RunDiff, lang: str = "en") -> str:
+    """The report page: changed figures with both values, changed params, inputs and chapters.
+
+    Its sentences, headings and table headers are in ``lang`` (the report's language); figure
+    names, parameter keys and values are shown as the runs record them.
+    """
     k = diff.min_group_size
-    parts = [f"# {page_title(diff.old_version)} {{.unnumbered}}"]
+    parts = [f"# {page_title(diff.old_version, lang)} {{.unnumbered}}"]
     figures = diff.changed_figures
     n_same = len([r for r in diff.figures if r.status == "unchanged"])
     parts.append(
-        f"This report (version {diff.new_version}) is compared with the previous complete report "
-        f"of {diff.client}, version {diff.old_version}, figure by figure: key figures, segments, "
-        f"model metrics and the row reconciliation. A figure counts as changed when it moved by "
-        f"more than a millionth of its value. {len(figures):,} figures changed, appeared or "
-        f"disappeared; {n_same:,} are unchanged."
+        i18n.tr(
+            "This report (version {new}) is compared with the previous complete report of "
+            "{client}, version {old}, figure by figure: key figures, segments, model metrics and "
+            "the row reconciliation. A figure counts as changed when it moved by more than a "
+            "millionth of its value. {changed:,} figures changed, appeared or disappeared; "
+            "{same:,} are unchanged.",
+            lang,
+            new=diff.new_version,
+            client=diff.client,
+            old=diff.old_version,
+            changed=len(figures),
+            same=n_same,
+        )
     )
     params = diff.of("changed", "added", "removed", areas=("Parameters",))
-    if params:
-        items = "\n".join(
-            f"- `{r.figure}`: {fmt_value(r.old)} → {fmt_value(r.new)}" for r in params
+    parts.append(
+        _changes_paragraph(
+            i18n.tr("**Parameters changed:**", lang),
+            [f"`{r.figure}`: {fmt_value(r.old)} → {fmt_value(r.new)}" for r in params],
+            i18n.tr("**Parameters:** no parameter changed.", lang),
         )
-        parts.append(f"**Parameters changed:**\n\n{items}")
-    else:
-        parts.append("**Parameters:** no parameter changed.")
+    )
     inputs = diff.of("changed", "added", "removed", areas=("Input data",))
-    if inputs:
-        items = "\n".join(
-            f"- {r.figure}: {fmt_value(r.old, r.kind)} → {fmt_value(r.new, r.kind)}" for r in inputs
+    parts.append(
+        _changes_paragraph(
+            i18n.tr("**Input data changed** (fingerprints and row counts):", lang),
+            [
+                f"{r.figure}: {fmt_value(r.old, r.kind)} → {fmt_value(r.new, r.kind)}"
+                for r in inputs
+            ],
+            i18n.tr("**Input data:** unchanged (same files, same sha256 fingerprints).", lang),
         )
-        parts.append(f"**Input data changed** (fingerprints and row counts):\n\n{items}")
-    else:
-        parts.append("**Input data:** unchanged (same files, same sha256 fingerprints).")
+    )
     chapters = diff.of("changed", "added", "removed", areas=("Chapters",))
+    words = {
+        "added": i18n.tr("added", lang),
+        "removed": i18n.tr("not in this report", lang),
+    }
     if chapters:
-        words = {"added": "added", "removed": "not in this report"}
-        items = "\n".join(
-            f"- {r.figure}: " + (words[r.status] if r.status in words else f"{r.old} → {r.new}")
-            for r in chapters
+        parts.append(
+            _changes_paragraph(
+                i18n.tr("**Chapters:**", lang),
+                [
+                    f"{r.figure}: "
+                    + (words[r.status] if r.status in words else f"{r.old} → {r.new}")
+                    for r in chapters
+                ],
+                "",
+            )
         )
-        parts.append(f"**Chapters:**\n\n{items}")
     if not figures:
-        parts.append(f"**No figure changed** since version {diff.old_version}.")
+        parts.append(
+            i18n.tr(
+                "**No figure changed** since version {version}.", lang, version=diff.old_version
+            )
+        )
     else:
         for area in AREAS:
             rows = [r for r in figures if r.area == area]
             if rows:
                 anchor = "changed-" + re.sub(r"[^a-z]+", "-", area.lower()).strip("-")
-                parts.append(f"## {area} {{#{anchor}}}\n\n" + markdown_table(rows, k, area=False))
+                parts.append(
+                    f"## {i18n.tr(area, lang)} {{#{anchor}}}\n\n"
+                    + markdown_table(rows, k, area=False, lang=lang)
+                )
         if any(r.kind == "count" or r.group != (None, None) for r in figures):
             parts.append(
-                f"*Groups of fewer than {k} customers are suppressed (`< {k}`; their other "
-                "figures blank) to protect privacy.*"
+                i18n.tr(
+                    "*Groups of fewer than {k} customers are suppressed (`< {k}`; their other "
+                    "figures blank) to protect privacy.*",
+                    lang,
+                    k=k,
+                )
             )
     return "\n\n".join(parts) + "\n"
 
@@ -748,7 +794,8 @@ def write_page(run_root: Path, manifest: dict[str, Any], client_dir: Path) -> di
     record: dict[str, Any] = {"version": previous.name, "path": str(previous)}
     try:
         diff = compare_runs(previous, run_root, new_manifest=manifest)
-        (Path(run_root) / PAGE_FILE).write_text(page_markdown(diff), encoding="utf-8")
+        page = page_markdown(diff, i18n.run_language(run_root))
+        (Path(run_root) / PAGE_FILE).write_text(page, encoding="utf-8")
     except Exception as exc:  # noqa: BLE001  an odd old artifact must not lose the report
         return record | {"error": f"{type(exc).__name__}: {exc}"}
     return record | {

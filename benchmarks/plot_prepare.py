@@ -19,12 +19,13 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def table(rows: list[dict]) -> str:
-    """prepare.json as the README's Markdown table (x pandas: pandas' time at that size / the row's)."""
+    """prepare.json as the README's Markdown table (x pandas: pandas' time at that size / the row's;
+    runs: every run's time when the row is the median of several)."""
     pandas = {r["lines"]: r["seconds"] for r in rows if r["engine"] == "pandas" and r["seconds"]}
     out = [
-        "| engine | lines | wall time (s) | peak memory (MB) | x bare | x pandas | load avg (1 min, "
-        "before / after) | note |",
-        "|---|---:|---:|---:|---:|---:|---|---|",
+        "| engine | lines | wall time (s) | runs (s) | peak memory (MB) | x bare | x pandas | load avg "
+        "(1 min, before / after) | note |",
+        "|---|---:|---:|---|---:|---:|---:|---|---|",
     ]
     for r in rows:
         s = r["seconds"]
@@ -35,8 +36,9 @@ def table(rows: list[dict]) -> str:
         )
         limit = (r.get("settings") or {}).get("duckdb_memory_limit")
         note = r.get("reason") or (f"memory_limit {limit}" if limit else "")
+        runs = ", ".join(f"{x['seconds']:,.1f}" for x in r.get("runs") or [])
         out.append(
-            f"| {r['engine']} | {r['lines']:,} | {f'{s:,.1f}' if s else 'not run'} | "
+            f"| {r['engine']} | {r['lines']:,} | {f'{s:,.1f}' if s else 'not run'} | {runs} | "
             f"{format(r['peak_mb'], ',.0f') if s else ''} | "
             f"{r['ratio_to_bare'] if r.get('ratio_to_bare') else ''} | {vs} | "
             f"{r['load_avg_before'][0]} / {r['load_avg'][0]} | {note} |"

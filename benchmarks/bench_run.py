@@ -39,7 +39,7 @@ def report_rows(run: dict) -> list[dict]:
     """run.json's results as report.json rows: ``{lines, seconds, chapters: {slug: seconds}}``.
 
     Per-chapter seconds are those of the run's manifest.json; each row names its slowest chapter
-    and carries the machine (and the load average when it was recorded).
+    and carries the machine it ran on (and the load average when it was recorded).
     """
     rows = []
     for r in run["results"]:
@@ -54,7 +54,7 @@ def report_rows(run: dict) -> list[dict]:
             "prepare_seconds": r["steps"].get("prepare"),
             "load_avg": r.get("load_avg"),
             "command": run["command"],
-            "machine": run["machine"],
+            "machine": r.get("machine", run["machine"]),
         })
     return rows
 
@@ -160,12 +160,18 @@ def main() -> None:
                 "chapters": {c["slug"]: c["seconds"] for c in manifest["chapters"]},
                 "demo_generation_seconds": round(gen_s, 2),
                 "load_avg": [round(x, 2) for x in os.getloadavg()],
+                "machine": machine(),
             })
             print(json.dumps(rows[-1]), flush=True)
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    if OUT.is_file():  # sizes not measured this time keep their earlier rows
+    if OUT.is_file():  # sizes not measured this time keep their earlier rows (and machine)
         done = {r["lines"] for r in rows}
-        earlier = [r for r in json.loads(OUT.read_text())["results"] if r["lines"] not in done]
+        old = json.loads(OUT.read_text())
+        earlier = [
+            r | {"machine": r.get("machine", old.get("machine"))}
+            for r in old["results"]
+            if r["lines"] not in done
+        ]
         rows = sorted(earlier + rows, key=lambda r: r["lines"])
     run = {"machine": machine(), "command": "crm-report run (demo, pandoc renderer)", "results": rows}
     OUT.write_text(json.dumps(run, indent=2) + "\n")

@@ -412,3 +412,30 @@ def test_planted_check_bootstraps_a_rate_when_the_information_matrix_is_singular
     assert abs(rate["z"]) < 2
     assert a.loc["spend per purchase", "se_method"] == "delta"
     assert abs(a.loc["spend per purchase", "z"]) < 2
+
+
+@pytest.mark.parametrize("dropout_se", [math.nan, 5.7e-5], ids=["singular", "spuriously-tiny"])
+def test_a_dropout_at_the_edge_is_not_identified_however_the_matrix_inverts(monkeypatch, dropout_se):
+    # A segment that barely repeats: its dropout runs to 1. Whether the information matrix is
+    # singular there (no delta-method error) or inverts to a tiny error (5.7e-5 on one machine,
+    # z = 2,903) is floating point; the report must say "not identified" in both cases.
+    def quantities(grp):
+        return {
+            "purchases per week": (0.000231, 0.000044),
+            "dropout probability": (1.0, dropout_se),
+            "spend per purchase": (8.07, 0.44),
+            "spend per week": (0.001867, 0.000392),
+            "_at_bound": ["alpha", "q"],
+        }
+
+    monkeypatch.setattr(clv, "_segment_quantities", quantities)
+    summary = pd.DataFrame({"frequency": [0, 0, 1], "segment": "one_off"})
+    truth = {"one_off": {"mean_lambda_per_week": 0.000267, "mean_dropout_p": 0.835,
+                         "mean_order_value": 7.52}}  # fmt: skip
+    rows = clv.planted_check(summary, truth, bootstrap=0).set_index("quantity")
+    drop = rows.loc["dropout probability"]
+    assert drop["se_method"] == "not identified (1 repeat buyers)"
+    assert np.isnan(drop["std_error"]) and np.isnan(drop["z"])
+    # the other quantities keep their delta-method errors, conditional on the bound parameters
+    assert rows.loc["spend per purchase", "se_method"] == "delta (given alpha, q at bound)"
+    assert rows.loc["spend per purchase", "z"] == pytest.approx((8.07 - 7.52) / 0.44)

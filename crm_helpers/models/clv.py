@@ -729,7 +729,7 @@ def plot_cumulative(
         va="top",
         color=NEUTRAL,
     )
-    ax.set_xlabel(unit)
+    ax.set_xlabel(tr(unit))
     ax.set_ylabel(tr("cumulative repeat transactions"))
     ax.legend(frameon=False)
     return ax
@@ -1048,14 +1048,12 @@ def planted_check(
             if not np.isfinite(se):
                 se, method = boot.get(quantity, math.nan), "bootstrap"
             planted_value = values[quantity]
-            if (
-                quantity == "dropout probability"
-                and method == "bootstrap"
-                and min(value, 1 - value) < EDGE
-                and not se > EDGE
-            ):
+            if quantity == "dropout probability" and min(value, 1 - value) < EDGE and not se > EDGE:
                 # dropout happens only after a repeat purchase: with few repeat buyers the
-                # estimate runs to the edge of [0, 1] and no resample moves it
+                # estimate runs to the edge of [0, 1] and no resample moves it. Whether the
+                # information matrix there is singular (no delta-method error, so a bootstrap)
+                # or just inverts to a spuriously tiny error depends on the floating point of the
+                # machine: either way the estimate is not identified.
                 se, method = math.nan, f"not identified ({repeaters} repeat buyers)"
             ok = np.isfinite(se) and se > 0
             rows.append(

@@ -163,8 +163,8 @@ def pseudonym_key(params: Params) -> str:
 
 #: sha256 of files already read in this process, by what identifies their current content.
 _SHA256_SEEN: dict[tuple[str, int, int, int, int, int], str] = {}
-#: A file changed less than this many seconds before it is read is not remembered: file times
-#: are coarse (a few milliseconds), so a rewrite that soon could leave every time unchanged.
+#: A file changed less than this many seconds before it is looked at is not remembered: file
+#: times are coarse (milliseconds to a second), so a rewrite that soon could leave them unchanged.
 SHA256_RACY_SECONDS = 2.0
 
 
@@ -172,11 +172,16 @@ def sha256_file(path: Path) -> str:
     """Hex sha256 of a file, read in chunks.
 
     A run needs an input's sha256 more than once (its fingerprint, the preparation summary, the
-    resume check): a file is read again only when its path, device, inode, size, modification or
-    change time differs from the last read, so a large input is hashed once per run.
+    resume check): a digest is remembered for the process while the file's path, device, inode,
+    size, modification and change times are those it had when it was read, so a large input is
+    read once per run. It is remembered only when the file was last changed at least
+    :data:`SHA256_RACY_SECONDS` before it was looked at and did not change while it was read. (On
+    a network file system that caches attributes, a change made by another machine shows once
+    the cache expires, as for any reader there.)
     """
     import hashlib
 
+    looked = time.time_ns()
     st = os.stat(path)
     seen = (
         str(Path(path).resolve()),
@@ -192,7 +197,16 @@ def sha256_file(path: Path) -> str:
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
-    if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > SHA256_RACY_SECONDS * 1e9:
+        after = os.fstat(fh.fileno())
+    unchanged = (
+        after.st_dev,
+        after.st_ino,
+        after.st_size,
+        after.st_mtime_ns,
+        after.st_ctime_ns,
+    ) == seen[1:]
+    settled = looked - max(st.st_mtime_ns, st.st_ctime_ns) > SHA256_RACY_SECONDS * 1e9
+    if unchanged and settled:
         _SHA256_SEEN[seen] = h.hexdigest()
     return h.hexdigest()
 

@@ -195,6 +195,16 @@ def too_big(engine: str, lines: int, rows: list[dict], max_seconds: float) -> st
     return None
 
 
+def with_ratios(rows: list[dict]) -> list[dict]:
+    """Set every row's ``ratio_to_bare`` from the bare row of its size in ``rows`` (after a merge
+    the rows kept may have been measured against another bare run)."""
+    bare = {r["lines"]: r["seconds"] for r in rows if r["engine"] == "bare" and r["seconds"]}
+    for r in rows:
+        b = bare.get(r["lines"])
+        r["ratio_to_bare"] = round(r["seconds"] / b, 2) if r["seconds"] and b else None
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lines", type=int, nargs="+", default=[1_000_000, 10_000_000, 100_000_000])
@@ -214,6 +224,8 @@ def main() -> None:
         "--worker", nargs=3, metavar=("ENGINE", "PARAMS", "OUT"), help=argparse.SUPPRESS
     )
     args = ap.parse_args()
+    if args.repeat < 1:
+        ap.error("--repeat must be at least 1")
     if args.worker:
         engine, params_file, out = args.worker
         print(json.dumps(work(engine, Path(params_file), Path(out))))
@@ -227,7 +239,6 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=args.data.parent if args.data.exists() else None) as tmp:
         for lines in args.lines:
             base = make(lines, args.data, seed=7) / "params.yml"
-            bare = None
             for engine in [e for e in ENGINES if e in args.engines]:
                 row = {
                     "engine": engine,
@@ -258,21 +269,17 @@ def main() -> None:
                         runs.append((wall, peak, json.loads(stdout.strip().splitlines()[-1])))
                         if wall > REPEAT_UNDER:
                             break
+                    if len(runs) > 1 or (runs and reason):
+                        row["runs"] = [
+                            {"seconds": round(w, 2), "peak_mb": round(p, 1)} for w, p, _ in runs
+                        ]
                     if runs and not reason:
-                        # The run of median time stands for the engine, with the highest peak of
-                        # all runs (the memory a client must have); every run is listed.
-                        wall, _, reported = sorted(runs, key=lambda r: r[0])[len(runs) // 2]
+                        # The run of median time (the lower of two) stands for the engine, with
+                        # the highest peak of all runs (the memory a client must have).
+                        wall, _, reported = sorted(runs, key=lambda r: r[0])[(len(runs) - 1) // 2]
                         peak = max(r[1] for r in runs)
                         row |= {"seconds": round(wall, 2), "peak_mb": round(peak, 1)}
                         row |= reported
-                        if len(runs) > 1:
-                            row["runs"] = [
-                                {"seconds": round(w, 2), "peak_mb": round(p, 1)} for w, p, _ in runs
-                            ]
-                if engine == "bare":
-                    bare = row["seconds"]
-                if row["seconds"] and bare:
-                    row["ratio_to_bare"] = round(row["seconds"] / bare, 2)
                 if reason:
                     row["reason"] = reason
                 row["load_avg"] = [round(x, 2) for x in os.getloadavg()]
@@ -290,6 +297,10 @@ def main() -> None:
             if (r["engine"], r["lines"]) not in keep and r["engine"] in ENGINES  # not retired ones
         ]
         rows = sorted(old + rows, key=lambda r: (r["lines"], ENGINES.index(r["engine"])))
+    with_ratios(rows)
+    for r in rows:  # a row not run says why from the rows as they now stand
+        if r["seconds"] is None and str(r.get("reason", "")).startswith("not run:"):
+            r["reason"] = too_big(r["engine"], r["lines"], rows, args.max_seconds) or r["reason"]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(rows, indent=1) + "\n")
 

@@ -92,6 +92,15 @@ def tr(text: str, /, lang: str | None = None, **fields: Any) -> str:
     return template.format(**fields) if fields else template
 
 
+def sentences(parts: Any, lang: str | None = None) -> str:
+    """Sentences (already translated) run together: a space apart in English, none in Chinese.
+
+    Empty parts are left out, so a sentence that does not apply can be given as ``""``.
+    """
+    sep = "" if (lang or language()) == "zh" else " "
+    return sep.join(p for p in parts if p)
+
+
 def header(name: Any, lang: str | None = None) -> Any:
     """A table column header in the report's language (the glossary's; unchanged if absent)."""
     if (lang or language()) != "zh" or not isinstance(name, str):

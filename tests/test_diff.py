@@ -334,7 +334,7 @@ def test_a_chinese_report_gets_the_page_in_chinese(tmp_path):
     assert "**输入数据：**未变化" in page and "## 购物篮 {#changed-basket}" in page
     header = next(line for line in page.splitlines() if line.startswith("|"))
     assert [c.strip() for c in header.strip("|").split("|")] == [
-        "数字",
+        "指标",
         "旧值",
         "新值",
         "变化",

@@ -113,6 +113,32 @@ def _untranslated_figure_text(source: str, where: str) -> list[str]:
     return found
 
 
+def test_chapter_sentences_go_through_the_catalogue():
+    # What a chapter says (say, takeaway) is built from translated templates: an f-string or a
+    # literal with English words in it would stay English in a Chinese report.
+    found = []
+    for ch in CHAPTERS:
+        nb = nbformat.read(ch.notebook, as_version=4)
+        for i, cell in enumerate(nb.cells):
+            if cell.cell_type != "code":
+                continue
+            src = "\n".join(ln for ln in cell.source.splitlines() if not ln.startswith("#|"))
+            for node in ast.walk(ast.parse(src)):
+                if isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("say", "takeaway"):
+                    for a in node.args[:1]:
+                        if isinstance(a, ast.JoinedStr):
+                            text = "".join(v.value for v in a.values if isinstance(v, ast.Constant))
+                        elif isinstance(a, ast.Constant) and isinstance(a.value, str):
+                            text = a.value
+                        else:
+                            continue
+                        if re.search(r"[a-z]{2,}", text):
+                            found.append(f"{ch.notebook.name} cell {i}: {ast.unparse(a)[:80]}")
+    assert found == []
+    assert i18n.sentences(["A.", "", "B."], lang="en") == "A. B."
+    assert i18n.sentences(["甲。", "", "乙。"], lang="zh") == "甲。乙。"
+
+
 def test_figure_text_goes_through_the_catalogue():
     # Axis labels, titles and legend entries are drawn into the images, where no later step can
     # translate them: each must be a tr() call (whose phrase the test above checks).

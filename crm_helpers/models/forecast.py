@@ -1106,8 +1106,8 @@ def plot_profile(profile: pd.Series, *, ax: Axes | None = None) -> Axes:
     from ..plots import NEUTRAL, PALETTE
 
     ax = ax if ax is not None else plt.subplots()[1]
-    ax.bar([str(k) for k in profile.index], profile.to_numpy(), color=PALETTE[0])
+    ax.bar([tr(str(k)) for k in profile.index], profile.to_numpy(), color=PALETTE[0])
     ax.axhline(0, color=NEUTRAL, lw=0.8)
-    ax.set_xlabel(profile.index.name or "")
+    ax.set_xlabel(tr(profile.index.name) if profile.index.name else "")
     ax.set_ylabel(tr("seasonal effect"))
     return ax

@@ -1090,7 +1090,7 @@ def plot_trend(trend: pd.DataFrame, scale: Scale, ax: Axes | None = None) -> Axe
     from ..plots import NEUTRAL, PALETTE
 
     ax = _new_ax(ax)
-    col, label = ("mean_score", "mean score (CSAT)") if scale.kind == "csat" else ("nps", "NPS")
+    col, label = ("mean_score", tr("mean score (CSAT)")) if scale.kind == "csat" else ("nps", "NPS")
     ax.plot(trend["period"], trend[col], marker="o", ms=3, color=PALETTE[0])
     ax.set_ylabel(label)
     if scale.kind == "csat":

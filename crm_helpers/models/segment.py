@@ -275,7 +275,7 @@ def plot_segments(summary: pd.DataFrame, ax: Axes | None = None) -> Axes:
     s = summary[["share", "revenue_share"]].iloc[::-1] * 100
     if "customers" in summary:  # a segment of fewer than k customers is not drawn (privacy)
         s.loc[(summary["customers"] < min_group_size()).iloc[::-1].to_numpy(), :] = np.nan
-    s.columns = ["% of customers", "% of revenue"]
+    s.columns = [tr("% of customers"), tr("% of revenue")]
     s.plot.barh(ax=ax, color=[PALETTE[0], PALETTE[1]], width=0.8)
     ax.set_xlabel("%")
     ax.set_ylabel("")
@@ -296,7 +296,7 @@ def plot_profile_heatmap(profile: pd.DataFrame, ax: Axes | None = None) -> Axes:
         profile = profile.loc[profile["customers"] >= min_group_size()]
     cols = ["mean_recency_days", "mean_frequency", "mean_monetary"]
     z = (profile[cols] - profile[cols].mean()) / profile[cols].std(ddof=0).replace(0, 1)
-    z.columns = ["recency (days)", "frequency", "monetary"]
+    z.columns = [tr("recency (days)"), tr("frequency"), tr("monetary")]
     annot = profile[cols].map(lambda v: f"{v:,.0f}" if abs(v) >= 10 else f"{v:.1f}").to_numpy()
     lim = max(float(np.nanmax(np.abs(z.to_numpy()))), 1e-9)  # centred at 0 (seaborn's center=
     # would rebuild the colour map under another name)

@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from . import privacy
+from .i18n import tr
 
 REASON_TEXT: dict[str, str] = {
     "exact_duplicate": "the whole line repeats an earlier line (first copy kept)",
@@ -113,7 +114,7 @@ def reasons_table(summary: dict[str, Any]) -> pd.DataFrame:
                     "reason": reason,
                     "rows": n,
                     "% of table": 100 * n / r["input"],
-                    "meaning": REASON_TEXT.get(reason, ""),
+                    "meaning": tr(REASON_TEXT[reason]) if reason in REASON_TEXT else "",
                 }
             )
     df = pd.DataFrame(rows, columns=["table", "reason", "rows", "% of table", "meaning"])
@@ -206,13 +207,13 @@ def unified_view_summary(customers: pd.DataFrame) -> pd.DataFrame:
     """How the unified customer table is made up."""
     buyers = customers["orders"].fillna(0) > 0
     rows = [
-        ("customers in the unified view", len(customers)),
-        ("with at least one purchase", int(buyers.sum())),
-        ("in the customer master data", int(customers["in_customer_table"].sum())),
-        ("known only from transactions", int((~customers["in_customer_table"]).sum())),
-        ("without any kept transaction", int(customers["lines"].isna().sum())),
-        ("recorded under several ids (merged)", int((customers["source_ids"] > 1).sum())),
-        ("with at least one return", int((customers["return_lines"].fillna(0) > 0).sum())),
+        (tr("customers in the unified view"), len(customers)),
+        (tr("with at least one purchase"), int(buyers.sum())),
+        (tr("in the customer master data"), int(customers["in_customer_table"].sum())),
+        (tr("known only from transactions"), int((~customers["in_customer_table"]).sum())),
+        (tr("without any kept transaction"), int(customers["lines"].isna().sum())),
+        (tr("recorded under several ids (merged)"), int((customers["source_ids"] > 1).sum())),
+        (tr("with at least one return"), int((customers["return_lines"].fillna(0) > 0).sum())),
     ]
     return pd.DataFrame(rows, columns=["customers", "count"])
 

@@ -139,6 +139,32 @@ def test_chapter_sentences_go_through_the_catalogue():
     assert i18n.sentences(["甲。", "", "乙。"], lang="zh") == "甲。乙。"
 
 
+def test_helper_tables_are_translated():
+    # Cells a helper writes in English (what a quarantine reason means, how the unified view is
+    # made up, value-level issue names) are catalogue phrases, shown in the report's language.
+    from crm_helpers import quality
+
+    issues = ["product name variants"] + [
+        f"unparseable {c.replace('_', ' ')}" for c in ("signup_date", "birth_date", "age", "income")
+    ]
+    assert i18n.missing(list(quality.REASON_TEXT.values()) + issues) == []
+    summary = {"reconciliation": {"transactions": {"input": 10, "kept": 8,
+               "quarantined": {"exact_duplicate": 1, "zero_price": 1}}}}  # fmt: skip
+    customers = pd.DataFrame({"orders": [2.0, None], "in_customer_table": [True, False],
+                              "lines": [3.0, None], "source_ids": [2, 1],
+                              "return_lines": [1.0, None]})  # fmt: skip
+    try:
+        i18n.set_language("zh")
+        meanings = quality.reasons_table(summary).set_index("reason")["meaning"]
+        assert meanings["zero_price"] == "单价为 0（赠品行或调整）"
+        rows = quality.unified_view_summary(customers).set_index("customers")["count"]
+        assert rows["统一视图中的客户"] == 2 and rows["以多个编号记录（已合并）"] == 1
+    finally:
+        i18n.set_language("en")
+    rows = quality.unified_view_summary(customers).set_index("customers")["count"]
+    assert rows["customers in the unified view"] == 2
+
+
 def test_figure_text_goes_through_the_catalogue():
     # Axis labels, titles and legend entries are drawn into the images, where no later step can
     # translate them: each must be a tr() call (whose phrase the test above checks).

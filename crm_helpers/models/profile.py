@@ -555,7 +555,7 @@ def plot_attributes(distributions: pd.DataFrame, ax: Axes | None = None) -> Axes
     colour = d["attribute"].map({a: PALETTE[i % len(PALETTE)] for i, a in enumerate(attrs)})
     y = np.arange(len(d))[::-1]
     ax.barh(y, 100 * d["share"], color=colour.tolist())
-    ax.set_yticks(y, [f"{a}: {v}" for a, v in zip(d["attribute"], d["value"], strict=True)])
+    ax.set_yticks(y, [f"{tr(a)}: {v}" for a, v in zip(d["attribute"], d["value"], strict=True)])
     ax.set_xlabel(tr("% of buyers"))
     ax.grid(axis="y", visible=False)
     return ax

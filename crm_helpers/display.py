@@ -44,6 +44,7 @@ def table(
     max_rows: int = 30,
     counts: Sequence[str] | None = None,
     cells: bool = False,
+    complementary: bool = True,
 ) -> Markdown:
     """A data frame as a Markdown pipe table (at most ``max_rows`` rows, noted when cut).
 
@@ -51,8 +52,11 @@ def table(
     below ``privacy.min_group_size`` show as ``< k`` and the rest of their row is blanked.
     ``counts`` names the columns counting customers when they are not among
     :data:`crm_helpers.privacy.COUNT_COLUMNS`; ``cells=True`` marks a cross-tabulation of counts.
+    When exactly one count of a column (or of a cross-tabulation's row or column) is hidden, the
+    next smallest is hidden too (``≥ k``), so the hidden one is not the total minus the rest;
+    ``complementary=False`` for tables whose rows do not add up to a total.
     """
-    df, hidden = privacy.suppress(df, counts=counts, cells=cells)
+    df, hidden = privacy.suppress(df, counts=counts, cells=cells, complementary=complementary)
     df = df.rename(columns=i18n.header)  # after suppression: it recognises the English headers
     shown = df.head(max_rows)
     shown = shown.astype(object).where(shown.notna(), None)  # tabulate shows None as missingval
@@ -62,11 +66,23 @@ def table(
     if len(df) > max_rows:
         text += "\n\n*" + i18n.tr("First {shown} of {rows:,} rows.", shown=max_rows, rows=len(df)) + "*"
     if hidden:
-        text += "\n\n*" + i18n.tr(
-            "Groups of fewer than {k} customers are suppressed (`< {k}`; their other figures "
-            "blank) to protect privacy.",
-            k=privacy.min_group_size(),
-        ) + "*"
+        k = privacy.min_group_size()
+        notes = [
+            i18n.tr(
+                "Groups of fewer than {k} customers are suppressed (`< {k}`; their other figures "
+                "blank) to protect privacy.",
+                k=k,
+            )
+        ]
+        if df.isin([f"≥ {k}"]).to_numpy().any():
+            notes.append(
+                i18n.tr(
+                    "So that no hidden count can be worked out from a total, the next smallest "
+                    "is hidden too (`≥ {k}`).",
+                    k=k,
+                )
+            )
+        text += "\n\n*" + i18n.sentences(notes) + "*"
     return Markdown(text)
 
 

@@ -13,12 +13,20 @@ Rules
   shares, rates, values) are blanked, so nothing computed from those customers is shown.
 - A table whose every numeric cell is a count of customers (a cross-tabulation) is suppressed cell
   by cell (:func:`suppress` with ``cells=True``).
-- For figures, :func:`merge_small` pools the groups below k into one "other" group (and drops it
-  when even the pool is below k) before anything is plotted.
+- For figures, :func:`merge_small` pools the groups below k into one "other" group (adding the
+  next smallest groups while the pool is still below k) before anything is plotted.
 
-What this does not do: secondary suppression. Where a table also shows a total, a suppressed count
-can sometimes be recovered by subtraction; tables here show shares of the whole rather than
-complements, and the per-group artifacts (JSON) keep exact counts for the analysts who own the data.
+- Secondary (complementary) suppression: the rows of a table usually split one population whose
+  total a reader knows (all customers, all responses). A lone hidden count would then be the total
+  minus the others, so when exactly one count of a column is hidden, the smallest other non-zero
+  count of that column is hidden too, shown as ``≥ k`` (true: it is at least k), and its row's
+  other numeric cells are blanked (a share or rate would give the count back). In a
+  cross-tabulation each row and each column gets the same treatment, repeated until no row or
+  column has exactly one hidden cell. Tables whose rows do not add up to a known total (overlapping
+  tags, separate cut-off dates, a top-n list) pass ``complementary=False``. Figures use the same
+  rule (:func:`hidden_groups`, :func:`merge_small`).
+
+The per-group artifacts (JSON) keep exact counts for the analysts who own the data.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 #: Column names (case-insensitive) that count customers in the tables the chapters show.
@@ -75,12 +84,80 @@ def _is_count(name: object) -> bool:
     return str(name).strip().lower() in COUNT_COLUMNS
 
 
-def _small(value: object, k: int) -> bool:
-    try:
-        v = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return False
-    return 0 < v < k
+def _complement(
+    values: np.ndarray,
+    hidden: np.ndarray,
+    k: int,
+    free: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+) -> int | None:
+    """Position of the smallest shown count of at least k, or None.
+
+    Equal counts are told apart by ``labels`` (the group names), so that two tables listing the
+    same groups in different orders hide the same one; without labels, the first. With ``free``,
+    candidates marked there come first (see :func:`_cross_complements`).
+    """
+    cand = np.flatnonzero(~hidden & (values >= k))
+    if free is not None and free[cand].any():
+        cand = cand[free[cand]]
+    if not len(cand):
+        return None
+    keys = [np.arange(len(cand))]  # np.lexsort: the last key first
+    if labels is not None:
+        keys.append(np.asarray([str(x) for x in labels[cand]]))
+    return int(cand[np.lexsort((*keys, values[cand]))[0]])
+
+
+def hidden_groups(
+    counts: Iterable[object], k: int | None = None, labels: Iterable[object] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Which groups of a partition a table or figure must hide; ``(small, complement)`` masks.
+
+    ``small``: 1 .. k-1 customers (0 discloses nobody). ``complement``: when exactly one group is
+    small, the smallest other group of at least k customers (equal counts: the first ``labels``
+    in sort order), so that the small one cannot be recovered as the total minus the rest. A
+    count that is not a number is neither.
+    """
+    k = min_group_size() if k is None else int(k)
+    v = pd.to_numeric(pd.Series(list(counts), dtype=object), errors="coerce").to_numpy(float)
+    v = np.nan_to_num(v, nan=0.0)
+    small = (v > 0) & (v < k)
+    complement = np.zeros(len(v), dtype=bool)
+    if k > 1 and small.sum() == 1:
+        j = _complement(v, small, k, labels=None if labels is None else np.asarray(list(labels)))
+        if j is not None:
+            complement[j] = True
+    return small, complement
+
+
+def _cross_complements(values: np.ndarray, small: np.ndarray, k: int) -> np.ndarray:
+    """The complementary cells of a cross-tabulation: no row or column with one hidden cell.
+
+    A candidate whose crossing line (its column, for a row's complement) has no other non-zero
+    cell is taken last: that line's total would give the candidate, and so the cell it protects,
+    away.
+    """
+    hidden = small.copy()
+    complement = np.zeros_like(small)
+    nonzero = values > 0
+    changed = True
+    while changed:
+        changed = False
+        for axis in (1, 0):  # rows, then columns
+            lines = hidden if axis == 1 else hidden.T
+            vals = values if axis == 1 else values.T
+            others = (nonzero if axis == 1 else nonzero.T).sum(axis=0) > 1  # per crossing line
+            for i in np.flatnonzero(lines.sum(axis=1) == 1):
+                j = _complement(vals[i], lines[i], k, free=others)
+                if j is None:
+                    continue
+                r, c = (i, j) if axis == 1 else (j, i)
+                hidden[r, c] = complement[r, c] = True
+                changed = True
+                break  # lines changed: recount
+            if changed:
+                break
+    return complement
 
 
 def suppress(
@@ -89,6 +166,7 @@ def suppress(
     *,
     counts: Iterable[str] | None = None,
     cells: bool = False,
+    complementary: bool = True,
 ) -> tuple[pd.DataFrame, int]:
     """Suppress what describes fewer than ``k`` customers; return the table and the cells hidden.
 
@@ -102,12 +180,16 @@ def suppress(
         The columns counting customers; by default the columns named in :data:`COUNT_COLUMNS`.
     cells
         Every numeric cell is a count of customers (a cross-tabulation): suppress cell by cell.
+    complementary
+        The rows (and, with ``cells``, the columns) add up to totals a reader may know: protect a
+        lone hidden count by hiding the next smallest one too (``≥ k``). False for rows that do
+        not add up (overlapping groups, separate dates, unrelated figures).
 
     Returns
     -------
     (table, hidden)
-        A copy with small counts shown as ``< k`` and the other numeric cells of their rows blanked
-        (None), and how many cells were changed.
+        A copy with small counts shown as ``< k``, their complements as ``≥ k``, the other
+        numeric cells of those rows blanked (None), and how many cells were changed.
 
     """
     k = min_group_size() if k is None else int(k)
@@ -122,20 +204,30 @@ def suppress(
         count_cols = [c for c in count_cols if c in out.columns]
     if not count_cols:
         return df, 0
-    small = pd.DataFrame({c: out[c].map(lambda v: _small(v, k)) for c in count_cols})
-    rows = small.any(axis=1)
-    if not rows.any():
+    values = np.column_stack(
+        [pd.to_numeric(out[c], errors="coerce").fillna(0).to_numpy(float) for c in count_cols]
+    )
+    small = (values > 0) & (values < k)
+    if not small.any():
         return df, 0
+    complement = np.zeros_like(small)
+    if complementary and cells:
+        complement = _cross_complements(values, small, k)
+    elif complementary:
+        names = [c for c in out.columns if c not in numeric]  # the group names, if any
+        labels = out[names[0]].to_numpy() if names else None
+        for j in range(len(count_cols)):
+            complement[:, j] = hidden_groups(values[:, j], k, labels)[1]
     hidden = 0
     out = out.astype(object)
-    for c in count_cols:
-        mask = small[c]
-        out.loc[mask, c] = f"< {k}"
-        hidden += int(mask.sum())
+    for j, c in enumerate(count_cols):
+        for mask, text in ((small[:, j], f"< {k}"), (complement[:, j], f"≥ {k}")):
+            out.loc[mask, c] = text
+            hidden += int(mask.sum())
     if not cells:
-        values = [c for c in numeric if c not in count_cols]
-        for c in values:
-            mask = rows & out[c].notna()
+        rows = (small | complement).any(axis=1)
+        for c in [c for c in numeric if c not in count_cols]:
+            mask = rows & out[c].notna().to_numpy()
             out.loc[mask, c] = None
             hidden += int(mask.sum())
     return out, hidden
@@ -153,18 +245,38 @@ def merge_small(
     """Pool the groups of fewer than ``k`` customers into one ``other`` group, for a figure.
 
     ``count`` and the columns in ``sums`` are added up over the pooled groups; other columns are
-    left empty for the pool. The pool itself is dropped when it still has fewer than k customers.
+    left empty for the pool. While the pool has fewer than k customers the next smallest group
+    joins it (so that it neither shows a small group nor, by leaving one out, lets the total minus
+    the bars give it away); a pool of no customers at all is dropped.
     """
+    from .i18n import tr
+
     k = min_group_size() if k is None else int(k)
-    small = df[count] < k
+    other = tr(other)
+    small = (df[count] < k).to_numpy(copy=True)
     if not small.any():
         return df
+    n_small = int(small.sum())
+    # smallest first; equal counts by name, as the tables choose (:func:`_complement`)
+    order = np.lexsort((df[group].astype(str).to_numpy(), df[count].to_numpy(float)))
+    for i in order:
+        pool_n = df[count].to_numpy()[small].sum()
+        if pool_n == 0 or pool_n >= k:
+            break
+        small[i] = True
     keep = df.loc[~small]
     pool_n = df.loc[small, count].sum()
-    if pool_n < k:
+    if pool_n == 0:
         return keep.reset_index(drop=True)
+    if pool_n < k:  # every group together is still too small: nothing can be drawn
+        return df.iloc[0:0].reset_index(drop=True)
     row = {c: None for c in df.columns}
-    row[group] = f"{other} ({int(small.sum())} groups under {k})"
+    pooled = int(small.sum())
+    row[group] = (
+        tr("{other} ({n} groups under {k})", other=other, n=pooled, k=k)
+        if pooled == n_small
+        else tr("{other} ({n} groups, {m} under {k})", other=other, n=pooled, m=n_small, k=k)
+    )
     row[count] = pool_n
     for c in sums:
         row[c] = df.loc[small, c].sum()

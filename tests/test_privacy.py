@@ -30,7 +30,7 @@ def _segments() -> pd.DataFrame:
 
 
 def test_small_counts_are_hidden_and_their_rows_blanked():
-    out, hidden = privacy.suppress(_segments())
+    out, hidden = privacy.suppress(_segments(), complementary=False)
     assert out.loc[1, "customers"] == "< 5"
     assert out.loc[1, "% revenue"] is None and out.loc[1, "mean CLV"] is None
     # 0 customers discloses nobody; exactly k is shown; other rows are untouched
@@ -48,7 +48,7 @@ def test_every_count_column_is_checked_and_one_small_count_blanks_the_row():
             "churn rate": [0.2, 0.013],
         }
     )
-    out, hidden = privacy.suppress(df)
+    out, hidden = privacy.suppress(df, complementary=False)  # cut-offs: rows do not add up
     assert out.loc[1, "customers"] == 150  # the big count stays
     assert out.loc[1, "churned"] == "< 5" and out.loc[1, "churn rate"] is None
     assert out.loc[0].tolist() == ["a", 200, 40, 0.2]
@@ -57,10 +57,16 @@ def test_every_count_column_is_checked_and_one_small_count_blanks_the_row():
 
 def test_cross_tabulation_is_suppressed_cell_by_cell():
     cross = pd.DataFrame({"segment": ["A", "B"], "cluster 1": [12, 4], "cluster 2": [1, 0]})
-    out, hidden = privacy.suppress(cross, cells=True)
+    out, hidden = privacy.suppress(cross, cells=True, complementary=False)
     assert out["cluster 1"].tolist() == [12, "< 5"]
     assert out["cluster 2"].tolist() == ["< 5", 0]
     assert hidden == 2
+    # with the row and column totals known, the 1 in row A would be 13 - 12: 12 is hidden too;
+    # row B and column 2 have no other non-zero cell to hide (their totals are the small counts)
+    out, hidden = privacy.suppress(cross, cells=True)
+    assert out["cluster 1"].tolist() == ["≥ 5", "< 5"]
+    assert out["cluster 2"].tolist() == ["< 5", 0]
+    assert hidden == 3
 
 
 def test_tables_without_customer_counts_are_left_alone():
@@ -81,6 +87,11 @@ def test_the_shown_table_carries_the_suppression_and_says_so():
     assert "< 5" in text and "Tiny" in text
     assert "95" not in text  # the tiny segment's mean CLV
     assert "fewer than 5 customers are suppressed" in text
+    assert "≥ 5" in text and "the next smallest is hidden too" in text
+    assert "60" not in text  # the complement's mean CLV (its share of revenue would do too)
+    two_small = _segments().assign(customers=[120, 3, 0, 4])
+    text = table(two_small, complementary=True).data
+    assert "≥ 5" not in text and "next smallest" not in text and "812.25" in text
     plain = table(_segments().iloc[[0]], caption="Segments").data
     assert "suppressed" not in plain
 
@@ -97,9 +108,19 @@ def test_merge_small_pools_groups_for_figures():
     assert out["value"].tolist() == ["A", "other (3 groups under 5)"]
     assert out["customers"].tolist() == [50, 8]
     assert out["share"].iloc[1] == pytest.approx(0.14)
-    # a pool that is itself too small is dropped, not shown
+    # a pool still under k takes the next smallest group (leaving B out would give 53 - 50 = 3)
     out = privacy.merge_small(df.iloc[[0, 1]], "value", "customers")
-    assert out["value"].tolist() == ["A"]
+    assert out["value"].tolist() == ["other (2 groups, 1 under 5)"]
+    assert out["customers"].tolist() == [53]
+    many = pd.DataFrame({"value": list("ABCD"), "customers": [50, 9, 2, 0]})
+    out = privacy.merge_small(many, "value", "customers")
+    assert out["value"].tolist() == ["A", "other (3 groups, 2 under 5)"]
+    assert out["customers"].tolist() == [50, 11]
+    # only empty groups below k: nothing to protect, the empty pool is left out
+    out = privacy.merge_small(many.assign(customers=[50, 9, 0, 0]), "value", "customers")
+    assert out["value"].tolist() == ["A", "B"]
+    # everything together under k: nothing can be drawn
+    assert privacy.merge_small(df.iloc[[1, 3]], "value", "customers").empty  # 3 + 1
 
 
 def test_k_comes_from_the_run_folder(tmp_path):
@@ -107,3 +128,98 @@ def test_k_comes_from_the_run_folder(tmp_path):
     assert privacy.configure(tmp_path) == 11
     assert privacy.suppress(_segments())[0]["customers"].tolist() == [120, "< 11", 0, "< 11"]
     assert privacy.configure(tmp_path / "absent") == privacy.DEFAULT_K
+
+
+def test_a_lone_small_count_is_protected_by_the_next_smallest():
+    out, hidden = privacy.suppress(_segments())
+    assert out["customers"].tolist() == [120, "< 5", 0, "≥ 5"]
+    # the complement's row is blanked like the small one's: its share would give its count
+    assert out.loc[3, "% revenue"] is None and out.loc[3, "mean CLV"] is None
+    assert out.loc[0].tolist() == ["Champions", 120, 61.5, 812.25]
+    assert hidden == 6
+    # per count column: the churned column has one small count, its complement is the 40
+    df = pd.DataFrame(
+        {"band": ["a", "b", "c"], "customers": [200, 150, 90], "churned": [40, 2, 61]}
+    )
+    out, _ = privacy.suppress(df)
+    assert out["churned"].tolist() == ["≥ 5", "< 5", 61]
+    assert out["customers"].tolist() == [200, 150, 90]
+    small, complement = privacy.hidden_groups([7, 3, 0, 7], 5)
+    assert small.tolist() == [False, True, False, False]
+    assert complement.tolist() == [True, False, False, False]  # the first of equal counts
+    # equal counts are told apart by name: two tables in different orders hide the same group
+    seg = pd.DataFrame(
+        {"segment": ["Lost", "At risk", "Tiny", "Loyal"], "customers": [6, 6, 2, 90]}
+    )
+    for df in (seg, seg.iloc[::-1], seg.sort_values("customers")):
+        out, _ = privacy.suppress(df)
+        assert out.set_index("segment")["customers"].to_dict() == {
+            "Lost": 6,
+            "At risk": "≥ 5",
+            "Tiny": "< 5",
+            "Loyal": 90,
+        }
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_no_hidden_cross_tab_cell_is_a_total_minus_the_rest(seed):
+    """Random cross-tabulations: every row and column with a hidden cell has two, unless the
+    rest of it is zero (then its own total is the small count, which no table here shows)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    shape = tuple(rng.integers(2, 7, size=2))
+    counts = rng.choice([0, 1, 2, 3, 4, 5, 8, 13, 40], size=shape)
+    df = pd.DataFrame(counts, columns=[f"c{j}" for j in range(shape[1])])
+    out, hidden = privacy.suppress(df, cells=True)
+    shown = out.to_numpy()
+    masked = np.vectorize(lambda v: isinstance(v, str))(shown)
+    small = (counts > 0) & (counts < 5)
+    assert (masked >= small).all() and hidden == masked.sum()
+    for lines, vals in ((masked, counts), (masked.T, counts.T)):
+        for m, v in zip(lines, vals, strict=True):
+            if m.sum() == 1:
+                assert (v[~m] == 0).all(), (counts, shown)
+    # what is shown is exact, and a complement is never below k
+    assert all(
+        shown[i, j] == counts[i, j]
+        if not masked[i, j]
+        else shown[i, j] == ("< 5" if small[i, j] else "≥ 5") and (small[i, j] or counts[i, j] >= 5)
+        for i in range(shape[0])
+        for j in range(shape[1])
+    )
+
+
+def test_figures_hide_a_lone_small_group_and_the_next_smallest():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from crm_helpers.models import profile, segment
+
+    summary = pd.DataFrame(
+        {"customers": [100, 3, 40, 20], "share": [0.61, 0.02, 0.245, 0.125]},
+        index=["A", "B", "C", "D"],
+    ).assign(revenue_share=[0.7, 0.01, 0.19, 0.1])
+    ax = segment.plot_segments(summary)
+    # bars are drawn bottom-up (the table's order reversed), customers' shares first
+    widths = np.nan_to_num([p.get_width() for p in ax.containers[0]][::-1])  # NaN: not drawn
+    assert widths[1] == 0 and widths[3] == 0  # B (3) and D (20, the next smallest)
+    assert widths[0] == pytest.approx(61) and widths[2] == pytest.approx(24.5)
+    plt.close("all")
+
+    revenue = pd.DataFrame(
+        {
+            "customers": [30, 2, 12, 50],
+            "revenue": [900.0, 40.0, 300.0, 2000.0],
+            "revenue_per_customer": [30.0, 20.0, 25.0, 40.0],
+        },
+        index=["2024-01", "2024-02", "2024-03", "2024-04"],
+    )
+    ax = profile.plot_cohort_revenue(revenue)
+    heights = np.nan_to_num([p.get_height() for p in ax.containers[0]])
+    assert heights[1] == 0 and heights[2] == 0  # 2 customers, and the 12 beside it
+    assert heights[0] == 900.0 and heights[3] == 2000.0
+    plt.close("all")

@@ -669,15 +669,15 @@ def plot_retention(
 def plot_cohort_revenue(revenue: pd.DataFrame, ax: Axes | None = None) -> Axes:
     """Net revenue per cohort (bars) with revenue per customer (line, right axis).
 
-    Cohorts of fewer than ``privacy.min_group_size`` customers are left blank.
+    Cohorts of fewer than ``privacy.min_group_size`` customers are left blank, and so is the next
+    smallest when only one is (the revenue total would otherwise give the small one away).
     """
     from ..plots import PALETTE
-    from ..privacy import min_group_size
+    from ..privacy import hidden_groups
 
     revenue = revenue.copy()
-    revenue.loc[revenue["customers"] < min_group_size(), ["revenue", "revenue_per_customer"]] = (
-        np.nan
-    )
+    small, complement = hidden_groups(revenue["customers"], labels=revenue.index)
+    revenue.loc[small | complement, ["revenue", "revenue_per_customer"]] = np.nan
     ax = _ax(ax)
     x = np.arange(len(revenue))
     ax.bar(x, revenue["revenue"], color=PALETTE[0], label=tr("net revenue"))

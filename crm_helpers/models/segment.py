@@ -269,12 +269,15 @@ def plot_segments(summary: pd.DataFrame, ax: Axes | None = None) -> Axes:
     import matplotlib.pyplot as plt
 
     from ..plots import PALETTE
-    from ..privacy import min_group_size
+    from ..privacy import hidden_groups
 
     ax = ax if ax is not None else plt.subplots()[1]
     s = summary[["share", "revenue_share"]].iloc[::-1] * 100
-    if "customers" in summary:  # a segment of fewer than k customers is not drawn (privacy)
-        s.loc[(summary["customers"] < min_group_size()).iloc[::-1].to_numpy(), :] = np.nan
+    if "customers" in summary:
+        # A segment of fewer than k customers is not drawn (privacy), nor, when it is the only
+        # one, the next smallest: 100 % minus the other bars would give the small one away.
+        small, complement = hidden_groups(summary["customers"], labels=summary.index)
+        s.loc[(small | complement)[::-1], :] = np.nan
     s.columns = [tr("% of customers"), tr("% of revenue")]
     s.plot.barh(ax=ax, color=[PALETTE[0], PALETTE[1]], width=0.8)
     ax.set_xlabel("%")

@@ -602,7 +602,7 @@ def display_frame(rows: list[FigureChange], k: int, *, status: bool = False) -> 
         },
         dtype="float64",
     )
-    hidden, _ = privacy.suppress(nums, k, cells=True)
+    hidden, _ = privacy.suppress(nums, k, cells=True, complementary=False)  # unrelated figures
     out = []
     for i, r in enumerate(rows):
         old, new = fmt_value(r.old, r.kind), fmt_value(r.new, r.kind)

@@ -140,6 +140,13 @@ class TableSource(_Strict):
     date_format: str | None = Field(
         None, description="strptime format of date columns (e.g. '%d/%m/%Y'); null = ISO 8601."
     )
+    decimal: Literal[".", ","] = Field(
+        ".",
+        description="Decimal separator of the numbers in a text file. ',' reads '1.234,50' as "
+        "1234.5 and '2,5' as 2.5 ('.' may group thousands, in threes); a number written any "
+        "other way ('1,234.50', '3.5', '1 000') is quarantined as unparseable, never misread. "
+        "Parquet and Excel files keep their own number types.",
+    )
     encoding: Literal["utf-8", "latin-1", "utf-16"] = Field(
         "utf-8",
         description="Text encoding of a CSV, whitespace or basket file (utf-8 also reads a "

@@ -275,6 +275,11 @@ def _check_options(table: str, source: TableSource, fmt: str) -> None:
             f"{source.path}: key 'data.{table}.encoding' applies to text files; a {fmt} file "
             "records its own encoding (remove it)"
         )
+    if fmt in ("parquet", "excel") and source.decimal != ".":
+        raise DataError(
+            f"{source.path}: key 'data.{table}.decimal' applies to text files; a {fmt} file "
+            "stores numbers as numbers (remove it)"
+        )
     if fmt == "parquet" and (not source.header or source.column_names is not None):
         raise DataError(
             f"{source.path}: keys 'data.{table}.header' and 'data.{table}.column_names' apply to "
@@ -777,7 +782,18 @@ def _parse_ts(col: str, date_format: str | None) -> str:
     return f"TRY_CAST({col} AS TIMESTAMP)"
 
 
-def _num(col: str) -> str:
+#: A number written with a decimal comma: thousands grouped by '.' in threes, or no grouping.
+#: (No backslashes: the pattern is the same in DuckDB's and Spark's SQL string literals.)
+DECIMAL_COMMA = "^[+-]?([0-9]{1,3}([.][0-9]{3})+|[0-9]+)(,[0-9]+)?$"
+
+
+def _num(col: str, decimal: str = ".") -> str:
+    """A finite number parsed from text, else NULL (``decimal``: the decimal separator)."""
+    if decimal == ",":
+        col = (
+            f"(CASE WHEN regexp_matches(trim({col}), {_lit(DECIMAL_COMMA)}) "
+            f"THEN replace(replace(trim({col}), '.', ''), ',', '.') END)"
+        )
     return f"(CASE WHEN isfinite(TRY_CAST({col} AS DOUBLE)) THEN TRY_CAST({col} AS DOUBLE) END)"
 
 
@@ -800,7 +816,7 @@ def _typed_sql(
         checks += [("missing_order_id", "order_id IS NULL"), ("missing_product", item)]
     elif table == "transactions":
         ts = _parse_ts("order_date", fmt)
-        q, p = _num("quantity"), _num("unit_price")
+        q, p = _num("quantity", source.decimal), _num("unit_price", source.decimal)
         # With a line total, p is the total: the unit price is derived (quantity 0 is quarantined
         # before it matters) and the total itself is kept as the exact amount.
         price = f"({p} / NULLIF({q}, 0))" if source.price_is_line_total else p
@@ -827,7 +843,7 @@ def _typed_sql(
                 parsed.append(f"CAST({_parse_ts(c, fmt)} AS DATE) AS {c}_d")
         for c in ("age", "income"):
             if c in cols:
-                parsed.append(f"{_num(c)} AS {c}_n")
+                parsed.append(f"{_num(c, source.decimal)} AS {c}_n")
         others = [c for c in cols if c != "customer_id"]
         conflict = (
             "count(*) OVER (PARTITION BY customer_id) > 1 AND row_number() OVER "
@@ -840,7 +856,7 @@ def _typed_sql(
             ("conflicting_customer_id", conflict),
         ]
     elif table == "feedback":
-        ts, s = _parse_ts("date", fmt), _num("score")
+        ts, s = _parse_ts("date", fmt), _num("score", source.decimal)
         parsed = [f"{ts} AS feedback_ts", f"{s} AS score_n"]
         c = params.cleaning
         checks += [

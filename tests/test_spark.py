@@ -128,6 +128,24 @@ NUMBER_TEXTS = [
     "",
 ]
 
+#: Text -> the number under ``decimal: ','`` (None: unparseable, quarantined).
+DECIMAL_COMMA_TEXTS = {
+    "1.234,50": 1234.5,
+    "2,5": 2.5,
+    " -0,75 ": -0.75,
+    "+3": 3.0,
+    "1.234": 1234.0,
+    "12.345.678,9": 12345678.9,
+    "1,234.50": None,
+    "3.5": None,
+    "1.23,4": None,
+    "1 000": None,
+    ",5": None,
+    "1e3": None,
+    "NaN": None,
+    "": None,
+}
+
 
 def test_text_parses_to_the_same_timestamps_and_numbers_as_duckdb(spark):
     import duckdb
@@ -142,6 +160,10 @@ def test_text_parses_to_the_same_timestamps_and_numbers_as_duckdb(spark):
     for text in NUMBER_TEXTS:
         sql = "SELECT " + _num(f"'{text}'")
         assert con.execute(sql).fetchone()[0] == local.execute(sql).fetchone()[0], text
+    for text in DECIMAL_COMMA_TEXTS:
+        sql = "SELECT " + _num(f"'{text}'", ",")
+        got = con.execute(sql).fetchone()[0]
+        assert got == local.execute(sql).fetchone()[0] == DECIMAL_COMMA_TEXTS[text], text
 
 
 def test_pseudonyms_on_spark_equal_python_and_duckdb(spark):

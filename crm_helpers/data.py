@@ -782,17 +782,20 @@ def _parse_ts(col: str, date_format: str | None) -> str:
     return f"TRY_CAST({col} AS TIMESTAMP)"
 
 
-#: A number written with a decimal comma: thousands grouped by '.' in threes, or no grouping.
-#: (No backslashes: the pattern is the same in DuckDB's and Spark's SQL string literals.)
-DECIMAL_COMMA = "^[+-]?([0-9]{1,3}([.][0-9]{3})+|[0-9]+)(,[0-9]+)?$"
+#: A number written with a decimal comma: thousands grouped by '.' in threes (no leading zero), or
+#: no grouping; spaces or tabs around it. It must match the whole text: ``regexp_extract`` of the
+#: match from the start equals the text (no ``$``, which in Spark's Java regexes also matches before
+#: a final line break), and there are no backslashes, which the two SQL dialects read differently.
+DECIMAL_COMMA = "^[ \t]*[+-]?([1-9][0-9]{0,2}([.][0-9]{3})+|[0-9]+)(,[0-9]+)?[ \t]*"
 
 
 def _num(col: str, decimal: str = ".") -> str:
     """A finite number parsed from text, else NULL (``decimal``: the decimal separator)."""
     if decimal == ",":
+        bare = f"replace(replace({col}, ' ', ''), '\t', '')"
         col = (
-            f"(CASE WHEN regexp_matches(trim({col}), {_lit(DECIMAL_COMMA)}) "
-            f"THEN replace(replace(trim({col}), '.', ''), ',', '.') END)"
+            f"(CASE WHEN regexp_extract({col}, {_lit(DECIMAL_COMMA)}, 0) = {col} "
+            f"THEN replace(replace({bare}, '.', ''), ',', '.') END)"
         )
     return f"(CASE WHEN isfinite(TRY_CAST({col} AS DOUBLE)) THEN TRY_CAST({col} AS DOUBLE) END)"
 

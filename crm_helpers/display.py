@@ -52,9 +52,9 @@ def table(
     below ``privacy.min_group_size`` show as ``< k`` and the rest of their row is blanked.
     ``counts`` names the columns counting customers when they are not among
     :data:`crm_helpers.privacy.COUNT_COLUMNS`; ``cells=True`` marks a cross-tabulation of counts.
-    When exactly one count of a column (or of a cross-tabulation's row or column) is hidden, the
-    next smallest is hidden too (``≥ k``), so the hidden one is not the total minus the rest;
-    ``complementary=False`` for tables whose rows do not add up to a total.
+    When the hidden counts of a column (or of a cross-tabulation's row or column) are one alone or
+    together fewer than k, the next smallest is hidden too (``≥ k``), so that the total minus the
+    rest does not give them away; ``complementary=False`` for tables whose rows do not add up.
     """
     df, hidden = privacy.suppress(df, counts=counts, cells=cells, complementary=complementary)
     df = df.rename(columns=i18n.header)  # after suppression: it recognises the English headers

@@ -18,13 +18,16 @@ Rules
 
 - Secondary (complementary) suppression: the rows of a table usually split one population whose
   total a reader knows (all customers, all responses). A lone hidden count would then be the total
-  minus the others, so when exactly one count of a column is hidden, the smallest other non-zero
-  count of that column is hidden too, shown as ``≥ k`` (true: it is at least k), and its row's
-  other numeric cells are blanked (a share or rate would give the count back). In a
-  cross-tabulation each row and each column gets the same treatment, repeated until no row or
-  column has exactly one hidden cell. Tables whose rows do not add up to a known total (overlapping
-  tags, separate cut-off dates, a top-n list) pass ``complementary=False``. Figures use the same
-  rule (:func:`hidden_groups`, :func:`merge_small`).
+  minus the others, and two hidden counts that together are under k give away that much. So while
+  the hidden counts of a column are one alone or together fewer than k customers, the smallest
+  other non-zero count of that column is hidden too, shown as ``≥ k`` (true: it is at least k),
+  and its row's other numeric cells are blanked (a share or rate would give the count back). In a
+  cross-tabulation each row and each column gets the same treatment, repeated until none is left
+  exposed or an exposed one has nothing else to hide (its other cells are 0). Tables whose rows do
+  not add up to a known total (overlapping tags, separate cut-off dates, nested top shares, models
+  scored on the same customers) pass ``complementary=False``. Figures use the same rule
+  (:func:`hidden_groups`, :func:`merge_small`). Not done: an audit across tables (a group's size
+  shown in one table can pin a cell of another).
 
 The per-group artifacts (JSON) keep exact counts for the analysts who own the data.
 """
@@ -108,30 +111,56 @@ def _complement(
     return int(cand[np.lexsort((*keys, values[cand]))[0]])
 
 
+def _exposed(values: np.ndarray, hidden: np.ndarray, k: int) -> bool:
+    """Whether a line's hidden cells fail to protect each other.
+
+    A line is a column of counts, or a cross-tabulation's row or column. Its hidden cells fail when
+    there is exactly one (the line's total minus the rest gives it), or several that together count
+    fewer than k customers.
+    """
+    n = int(hidden.sum())
+    return n == 1 or (n > 1 and 0 < values[hidden].sum() < k)
+
+
 def hidden_groups(
     counts: Iterable[object], k: int | None = None, labels: Iterable[object] | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Which groups of a partition a table or figure must hide; ``(small, complement)`` masks.
 
-    ``small``: 1 .. k-1 customers (0 discloses nobody). ``complement``: when exactly one group is
-    small, the smallest other group of at least k customers (equal counts: the first ``labels``
-    in sort order), so that the small one cannot be recovered as the total minus the rest. A
-    count that is not a number is neither.
+    ``small``: 1 .. k-1 customers (0 discloses nobody). ``complement``: while the hidden groups
+    are exposed (one alone, or together fewer than k customers: the total minus the rest would
+    give them), the smallest other group of at least k customers (equal counts: the first
+    ``labels`` in sort order). A count that is not a number is neither.
     """
     k = min_group_size() if k is None else int(k)
     v = pd.to_numeric(pd.Series(list(counts), dtype=object), errors="coerce").to_numpy(float)
     v = np.nan_to_num(v, nan=0.0)
     small = (v > 0) & (v < k)
     complement = np.zeros(len(v), dtype=bool)
-    if k > 1 and small.sum() == 1:
-        j = _complement(v, small, k, labels=None if labels is None else np.asarray(list(labels)))
-        if j is not None:
-            complement[j] = True
+    names = None if labels is None else np.asarray(list(labels), dtype=object)
+    while k > 1 and _exposed(v, small | complement, k):
+        j = _complement(v, small | complement, k, labels=names)
+        if j is None:
+            break
+        complement[j] = True
     return small, complement
 
 
+def shown_groups(df: pd.DataFrame, count: str = "customers") -> pd.DataFrame:
+    """The rows of a partition (groups named by the index) that tables and figures show.
+
+    Those :func:`hidden_groups` does not hide: for sentences that name a group (the largest, the
+    best).
+    """
+    small, complement = hidden_groups(df[count], labels=df.index)
+    return df.loc[~(small | complement)]
+
+
 def _cross_complements(values: np.ndarray, small: np.ndarray, k: int) -> np.ndarray:
-    """The complementary cells of a cross-tabulation: no row or column with one hidden cell.
+    """The complementary cells of a cross-tabulation.
+
+    Cells are added until no row or column is exposed (:func:`_exposed`) or an exposed one has
+    nothing left to hide (its other cells are 0).
 
     A candidate whose crossing line (its column, for a row's complement) has no other non-zero
     cell is taken last: that line's total would give the candidate, and so the cell it protects,
@@ -147,7 +176,9 @@ def _cross_complements(values: np.ndarray, small: np.ndarray, k: int) -> np.ndar
             lines = hidden if axis == 1 else hidden.T
             vals = values if axis == 1 else values.T
             others = (nonzero if axis == 1 else nonzero.T).sum(axis=0) > 1  # per crossing line
-            for i in np.flatnonzero(lines.sum(axis=1) == 1):
+            for i in range(lines.shape[0]):
+                if not _exposed(vals[i], lines[i], k):
+                    continue
                 j = _complement(vals[i], lines[i], k, free=others)
                 if j is None:
                     continue
@@ -181,9 +212,10 @@ def suppress(
     cells
         Every numeric cell is a count of customers (a cross-tabulation): suppress cell by cell.
     complementary
-        The rows (and, with ``cells``, the columns) add up to totals a reader may know: protect a
-        lone hidden count by hiding the next smallest one too (``≥ k``). False for rows that do
-        not add up (overlapping groups, separate dates, unrelated figures).
+        The rows (and, with ``cells``, the columns) add up to totals a reader may know: protect
+        hidden counts that stand alone or together count fewer than k by hiding the next smallest
+        ones too (``≥ k``). False for rows that do not add up (overlapping groups, separate dates,
+        unrelated figures).
 
     Returns
     -------
@@ -214,8 +246,9 @@ def suppress(
     if complementary and cells:
         complement = _cross_complements(values, small, k)
     elif complementary:
-        names = [c for c in out.columns if c not in numeric]  # the group names, if any
-        labels = out[names[0]].to_numpy() if names else None
+        # the group names: the first text column, else the index
+        names = [c for c in out.columns if c not in numeric and c not in count_cols]
+        labels = out[names[0]].to_numpy() if names else out.index.to_numpy()
         for j in range(len(count_cols)):
             complement[:, j] = hidden_groups(values[:, j], k, labels)[1]
     hidden = 0

@@ -8,9 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
+from crm_helpers import privacy
 from crm_helpers.config import load_params
 from crm_helpers.errors import CRMError
 from crm_helpers.paths import RunPaths
@@ -427,3 +429,28 @@ def test_cli_bad_paths_are_one_line_errors_with_exit_2(tmp_path):
     proc = _cli("diff", str(a), str(other))
     assert proc.returncode == 2 and "same client" in proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_the_group_hidden_beside_a_small_one_is_hidden_on_the_page_too(tmp_path):
+    """The report hides Lost beside Promising (3): the comparison must not show Lost's size."""
+    segs = copy.deepcopy(ARTIFACTS["segmentation"]["segments"])
+    segs["Lost"].update(customers=80, revenue_share=0.0012)  # changed: on the page
+    a = make_run(tmp_path, "v1")
+    b = make_run(tmp_path, "v2", artifacts=changed(segmentation={"segments": segs}))
+    d = diff.compare_runs(a, b)
+    page = diff.page_markdown(d)
+    assert cells(page, "Segment Lost: customers")[1:] == ["≥ 5", "≥ 5", "", ""]
+    assert cells(page, "Segment Lost: revenue share")[1:] == ["–", "–", "", ""]
+    assert "the next smallest is hidden too" in page
+    assert cells(diff.cli_text(d), "Segment Lost: customers")[2:4] == ["≥ 5", "≥ 5"]
+    # in the new run two small segments (3 + 4) protect each other: Lost is shown there
+    segs["Tiny"] = {"customers": 4, "revenue_share": 0.0001, "action": "Trial"}
+    c = make_run(tmp_path, "v3", artifacts=changed(segmentation={"segments": segs}))
+    page = diff.page_markdown(diff.compare_runs(a, c))
+    assert cells(page, "Segment Lost: customers")[1:3] == ["≥ 5", "80"]
+    assert cells(page, "Segment Tiny: customers")[1:3] == ["–", "< 5"]
+    # the same choice as the report's table of these segments
+    shown, _ = privacy.suppress(
+        pd.DataFrame({"segment": list(segs), "customers": [s["customers"] for s in segs.values()]})
+    )
+    assert "≥ 5" not in shown["customers"].tolist()

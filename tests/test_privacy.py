@@ -126,7 +126,14 @@ def test_merge_small_pools_groups_for_figures():
 def test_k_comes_from_the_run_folder(tmp_path):
     (tmp_path / "run_info.json").write_text(json.dumps({"privacy": {"min_group_size": 11}}))
     assert privacy.configure(tmp_path) == 11
-    assert privacy.suppress(_segments())[0]["customers"].tolist() == [120, "< 11", 0, "< 11"]
+    assert privacy.suppress(_segments(), complementary=False)[0]["customers"].tolist() == [
+        120,
+        "< 11",
+        0,
+        "< 11",
+    ]
+    # 3 + 5 hidden customers are fewer than 11 together: 120 is hidden too
+    assert privacy.suppress(_segments())[0]["customers"].tolist() == ["≥ 11", "< 11", 0, "< 11"]
     assert privacy.configure(tmp_path / "absent") == privacy.DEFAULT_K
 
 
@@ -144,6 +151,12 @@ def test_a_lone_small_count_is_protected_by_the_next_smallest():
     out, _ = privacy.suppress(df)
     assert out["churned"].tolist() == ["≥ 5", "< 5", 61]
     assert out["customers"].tolist() == [200, 150, 90]
+    # two small counts that together are still under k: the next smallest is hidden as well
+    small, complement = privacy.hidden_groups([120, 1, 2, 60], 5)
+    assert small.tolist() == [False, True, True, False]
+    assert complement.tolist() == [False, False, False, True]
+    small, complement = privacy.hidden_groups([120, 3, 4, 60], 5)  # 3 + 4: protected
+    assert not complement.any()
     small, complement = privacy.hidden_groups([7, 3, 0, 7], 5)
     assert small.tolist() == [False, True, False, False]
     assert complement.tolist() == [True, False, False, False]  # the first of equal counts
@@ -163,8 +176,9 @@ def test_a_lone_small_count_is_protected_by_the_next_smallest():
 
 @pytest.mark.parametrize("seed", range(40))
 def test_no_hidden_cross_tab_cell_is_a_total_minus_the_rest(seed):
-    """Random cross-tabulations: every row and column with a hidden cell has two, unless the
-    rest of it is zero (then its own total is the small count, which no table here shows)."""
+    """Random cross-tabulations: every row and column with a hidden cell has two or more that
+    together count at least k customers, unless nothing else in it is left to hide (the rest is
+    zero: its total is then the small count, which no table here shows)."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
@@ -178,7 +192,7 @@ def test_no_hidden_cross_tab_cell_is_a_total_minus_the_rest(seed):
     assert (masked >= small).all() and hidden == masked.sum()
     for lines, vals in ((masked, counts), (masked.T, counts.T)):
         for m, v in zip(lines, vals, strict=True):
-            if m.sum() == 1:
+            if m.sum() == 1 or 0 < v[m].sum() < 5:
                 assert (v[~m] == 0).all(), (counts, shown)
     # what is shown is exact, and a complement is never below k
     assert all(

@@ -144,6 +144,14 @@ DECIMAL_COMMA_TEXTS = {
     "1e3": None,
     "NaN": None,
     "": None,
+    "0,5": 0.5,
+    "\t3,5 ": 3.5,
+    "0.500": None,  # a group never starts with 0: not misread as 500
+    "000.123": None,
+    "012.345": None,
+    "\xa01,5": None,  # other spaces than space and tab: not a number on either engine
+    "3,5\n": None,  # Java's $ would match before a final line break
+    "3,5\r": None,
 }
 
 

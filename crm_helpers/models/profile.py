@@ -625,23 +625,27 @@ def plot_retention(
     """Heatmap of a retention matrix (rows = cohorts with their size, columns = months after).
 
     The colour scale runs from 0 to the largest retention after month 0, so month 0 (always
-    100 %) does not wash out the rest.
+    100 %) does not wash out the rest. A cohort of fewer than ``privacy.min_group_size`` customers
+    is not shown; the cohort the revenue chart hides beside it keeps its shares but not its size
+    (``n ≥ k``), which would give the small one away.
     """
     import seaborn as sns
 
     from ..plots import SEQUENTIAL
-    from ..privacy import min_group_size
+    from ..privacy import hidden_groups, min_group_size
 
     k = min_group_size()
     cols = [c for c in retention.columns if c != "customers"]
     if months is not None:
         cols = [c for c in cols if c <= months]
     data = 100 * retention[cols].astype(float)
-    small = (retention["customers"] < k).to_numpy()
+    small, complement = hidden_groups(retention["customers"], k, labels=retention.index)
     data.loc[small, :] = np.nan  # a cohort of fewer than k customers is not shown (privacy)
     data.index = [
-        f"{c} (n < {k})" if n < k else f"{c} (n={n:,})"
-        for c, n in zip(retention.index, retention["customers"], strict=True)
+        f"{c} (n < {k})" if s else f"{c} (n ≥ {k})" if h else f"{c} (n={n:,})"
+        for c, n, s, h in zip(
+            retention.index, retention["customers"], small, complement, strict=True
+        )
     ]
     later = data.drop(columns=[0], errors="ignore")
     vmax = float(np.nanmax(later.to_numpy())) if later.notna().any().any() else 100.0

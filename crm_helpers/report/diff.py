@@ -581,13 +581,59 @@ def _fmt_change(r: FigureChange) -> tuple[str, str]:
     return absolute, rel
 
 
-def display_frame(rows: list[FigureChange], k: int, *, status: bool = False) -> pd.DataFrame:
+#: Groups whose sizes split all customers (the key of a size is ``<family>.<name>[.customers]``).
+_PARTITIONS = re.compile(
+    r"^(segmentation\.(?:segments|clusters))\.(.+)\.[^.]+$|^(segmentation\.tiers)\.([^.]+)$"
+)
+
+
+def _member(key: str) -> tuple[str, str] | None:
+    """(family, group name) of a figure of a group that is part of a partition, else None."""
+    m = _PARTITIONS.match(key)
+    if not m:
+        return None
+    return (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
+
+
+def _complements(rows: list[FigureChange], k: int) -> set[tuple[str, str, int]]:
+    """The groups hidden beside small ones, as (family, name, run) with run 0 = old, 1 = new.
+
+    The same choice as the report's tables (:func:`crm_helpers.privacy.hidden_groups` over each
+    partition's sizes, equal sizes by name), so that the comparison does not show the size of a
+    group the report hides, from which the small one would follow.
+    """
+    sizes: dict[str, dict[str, list[Any]]] = {}
+    for r in rows:
+        m = _member(r.key)
+        if m and r.kind == "count":
+            sizes.setdefault(m[0], {})[m[1]] = [r.old, r.new]
+    out = set()
+    for family, groups in sizes.items():
+        names = sorted(groups)
+        for run in (0, 1):
+            counts = [groups[n][run] if _is_number(groups[n][run]) else 0 for n in names]
+            _, complement = privacy.hidden_groups(counts, k, labels=names)
+            out |= {(family, n, run) for n, c in zip(names, complement, strict=True) if c}
+    return out
+
+
+def display_frame(
+    rows: list[FigureChange],
+    k: int,
+    *,
+    status: bool = False,
+    everything: list[FigureChange] | None = None,
+) -> pd.DataFrame:
     """The rows as strings for a Markdown table, with small groups suppressed.
 
     Counts of customers go through :func:`crm_helpers.privacy.suppress` (a count of 1 .. k-1
     shows as ``< k``); a figure of a group (a segment, a model's test customers) with fewer than
     ``k`` customers in a run is blanked for that run; a change is shown only when both values are.
+    Where the groups split all customers (segments, clusters, value tiers), the group the report
+    hides beside a small one is hidden here too (``≥ k``, its figures blank), chosen among all the
+    groups of ``everything`` (the whole comparison; default ``rows``).
     """
+    beside = _complements(everything if everything is not None else rows, k)
     counts = [r.kind == "count" for r in rows]
     nums = pd.DataFrame(
         {
@@ -614,8 +660,13 @@ def display_frame(rows: list[FigureChange], k: int, *, status: bool = False) -> 
             old = "–"
         if not counts[i] and isinstance(gn, int | float) and 0 < gn < k:
             new = "–"
+        member = _member(r.key)
+        if member and (*member, 0) in beside:
+            old = f"≥ {k}" if counts[i] else "–"
+        if member and (*member, 1) in beside:
+            new = f"≥ {k}" if counts[i] else "–"
         change, rel = _fmt_change(r)
-        if old.startswith("<") or new.startswith("<") or "–" in (old, new):
+        if old.startswith(("<", "≥")) or new.startswith(("<", "≥")) or "–" in (old, new):
             change = rel = ""
         row = {
             "Area": r.area,
@@ -639,9 +690,10 @@ def markdown_table(
     status: bool = False,
     area: bool = True,
     lang: str = "en",
+    everything: list[FigureChange] | None = None,
 ) -> str:
     """A Markdown pipe table of these rows (see :func:`display_frame`), headed in ``lang``."""
-    df = display_frame(rows, k, status=status)
+    df = display_frame(rows, k, status=status, everything=everything)
     if not area:
         df = df.drop(columns="Area")
     df = df.rename(columns=lambda c: i18n.header(c, lang))
@@ -655,7 +707,7 @@ def cli_text(diff: RunDiff, *, show_all: bool = False) -> str:
     head = f"# {diff.client}: {diff.old_version} -> {diff.new_version}\n\n"
     shown = diff.rows if show_all else changed
     body = (
-        markdown_table(shown, diff.min_group_size, status=show_all)
+        markdown_table(shown, diff.min_group_size, status=show_all, everything=diff.rows)
         if shown
         else "No figure, parameter or input changed."
     )
@@ -755,7 +807,7 @@ def page_markdown(diff: RunDiff, lang: str = "en") -> str:
                 anchor = "changed-" + re.sub(r"[^a-z]+", "-", area.lower()).strip("-")
                 parts.append(
                     f"## {i18n.tr(area, lang)} {{#{anchor}}}\n\n"
-                    + markdown_table(rows, k, area=False, lang=lang)
+                    + markdown_table(rows, k, area=False, lang=lang, everything=diff.rows)
                 )
         if any(r.kind == "count" or r.group != (None, None) for r in figures):
             parts.append(
@@ -766,6 +818,19 @@ def page_markdown(diff: RunDiff, lang: str = "en") -> str:
                     k=k,
                 )
             )
+            beside = {m for r in figures if (m := _member(r.key))}
+            if any((*m, run) in _complements(diff.rows, k) for m in beside for run in (0, 1)):
+                parts[-1] = (
+                    parts[-1][:-1]
+                    + (" " if lang != "zh" else "")
+                    + i18n.tr(
+                        "So that no hidden count can be worked out from a total, the next smallest "
+                        "is hidden too (`≥ {k}`).",
+                        lang,
+                        k=k,
+                    )
+                    + "*"
+                )
     return "\n\n".join(parts) + "\n"
 
 

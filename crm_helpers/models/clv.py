@@ -268,7 +268,9 @@ def _fit(model: str, names: tuple[str, ...], fun, n: int, starts: list[np.ndarra
     theta = np.clip(best.x, -LOG_BOUND, LOG_BOUND)
     warnings: list[str] = []
     if not best.converged:
-        warnings.append(f"the optimiser did not report convergence ({best.message})")
+        warnings.append(
+            tr("the optimiser did not report convergence ({message})", message=best.message)
+        )
     with np.errstate(all="ignore"):
         hess = _hessian(lambda t: fun(t)[1], theta)
     # A parameter at the bound of the search range is not estimated (the likelihood keeps
@@ -287,12 +289,15 @@ def _fit(model: str, names: tuple[str, ...], fun, n: int, starts: list[np.ndarra
     except np.linalg.LinAlgError:
         cov_log = np.full((len(names), len(names)), np.nan)
         warnings.append(
-            "the information matrix is singular at the optimum: standard errors not available"
+            tr("the information matrix is singular at the optimum: standard errors not available")
         )
     if at_bound and np.all(np.isfinite(cov_log)):
         warnings.append(
-            f"{', '.join(at_bound)} at the bound of the search range: held fixed there, the "
-            "standard errors of the other parameters are conditional on it"
+            tr(
+                "{params} at the bound of the search range: held fixed there, the standard errors "
+                "of the other parameters are conditional on it",
+                params=", ".join(at_bound),
+            )
         )
     est = np.exp(theta)
     se = est * np.sqrt(np.diag(cov_log))  # delta method: se(exp t) = exp(t) se(t)

@@ -108,16 +108,27 @@ def season_length(period: str) -> int:
     return SEASON[period]
 
 
-def season_note(n: int, period: str, *, cycles: float = SEASONAL_MIN_CYCLES) -> str | None:
+def season_note(
+    n: int, period: str, *, cycles: float = SEASONAL_MIN_CYCLES, lang: str | None = None
+) -> str | None:
     """Why ``n`` periods cannot support the period's season (None when they cover ``cycles``).
 
-    Use it before :func:`decompose` (two seasons) or to explain a model's fallback.
+    Use it before :func:`decompose` (two seasons) or to explain a model's fallback. In ``lang``
+    (the report's language when None).
     """
-    m, many = season_length(period), PERIODS[period][3]
+    m, many = season_length(period), tr(PERIODS[period][3], lang)
     need = math.ceil(cycles * m)
     if n >= need:
         return None
-    return f"{cycles:g} seasons of {m} {many} ({need} {many}) are needed; the data have {n}"
+    return tr(
+        "{cycles:g} seasons of {m} {many} ({need} {many}) are needed; the data have {n}",
+        lang,
+        cycles=cycles,
+        m=m,
+        many=many,
+        need=need,
+        n=n,
+    )
 
 
 # ---------------------------------------------------------------------------- series (SQL)
@@ -203,20 +214,31 @@ class SalesSeries:
 
     @property
     def note(self) -> str:
-        """One sentence on the periods kept and the partial ones dropped."""
+        """One sentence on the periods kept and the partial ones dropped (report's language)."""
         _, _, one, many = PERIODS[self.period]
+        one, many = tr(one), tr(many)
         n = len(self.frame)
-        kept = f"{n} complete {one if n == 1 else many}"
+        kept = tr("{n} complete {unit}", n=n, unit=one if n == 1 else many)
         if n:
             last_end = self.frame.index[-1] + self.frame.index.freq - pd.Timedelta(days=1)
-            kept += f" from {self.frame.index[0].date()} to {last_end.date()}"
+            kept += tr(
+                " from {start} to {end}", start=self.frame.index[0].date(), end=last_end.date()
+            )
         parts = []
         if self.dropped_start:
-            parts.append(f"a partial {one} at the start (data from {self.first_day})")
+            parts.append(
+                tr("a partial {unit} at the start (data from {day})", unit=one, day=self.first_day)
+            )
         if self.dropped_end:
-            parts.append(f"a partial {one} at the end (data to {self.last_day})")
-        dropped = f"; dropped {' and '.join(parts)}" if parts else "; no partial period dropped"
-        return kept + dropped + "."
+            parts.append(
+                tr("a partial {unit} at the end (data to {day})", unit=one, day=self.last_day)
+            )
+        dropped = (
+            tr("; dropped {parts}", parts=tr(" and ").join(parts))
+            if parts
+            else tr("; no partial period dropped")
+        )
+        return kept + dropped + tr(".")
 
 
 def series(
@@ -762,7 +784,7 @@ class Sarimax(BaseEstimator):
 
 # ------------------------------------------------------------------------ model selection
 def candidate_models(
-    period: str, n: int, *, bounds: ArimaBounds | None = None
+    period: str, n: int, *, bounds: ArimaBounds | None = None, lang: str | None = None
 ) -> tuple[dict[str, BaseEstimator], list[str]]:
     """The chapter's models for a training series of ``n`` periods, and what falls back and why.
 
@@ -774,10 +796,11 @@ def candidate_models(
     -------
     (models, notes)
         Name -> unfitted model, in the order naive, seasonal naive, ETS, SARIMAX; one sentence per
-        model that lost its season (or was left out), naming what it needs.
+        model that lost its season (or was left out), naming what it needs, in ``lang`` (the
+        report's language when None; the artifact records them in English).
     """
     m = season_length(period)
-    many = PERIODS[period][3]
+    many = tr(PERIODS[period][3], lang)
     notes: list[str] = []
     models: dict[str, BaseEstimator] = {NAIVE: Naive()}
     snaive = SeasonalNaive(m)
@@ -785,24 +808,40 @@ def candidate_models(
         models[SEASONAL_NAIVE] = snaive
     else:
         notes.append(
-            f"{SEASONAL_NAIVE} left out: it needs a season and a period ({m + 1} {many}); "
-            f"the training data have {n}."
+            tr(
+                "{model} left out: it needs a season and a period ({need} {many}); the training "
+                "data have {n}.",
+                lang,
+                model=SEASONAL_NAIVE,
+                need=m + 1,
+                many=many,
+                n=n,
+            )
         )
+    without = "{model} without season: {why}."
     ets_m: int | None = m
     if m > MAX_STATE_SEASON:
         notes.append(
-            f"{ETS} without season: its states hold seasons of at most {MAX_STATE_SEASON} "
-            f"periods, not {m} {many} (the season is left to {SARIMAX}'s Fourier terms)."
+            tr(
+                "{ets} without season: its states hold seasons of at most {most} periods, not "
+                "{m} {many} (the season is left to {sarimax}'s Fourier terms).",
+                lang,
+                ets=ETS,
+                most=MAX_STATE_SEASON,
+                m=m,
+                many=many,
+                sarimax=SARIMAX,
+            )
         )
         ets_m = None
-    elif why := season_note(n, period):
-        notes.append(f"{ETS} without season: {why}.")
+    elif why := season_note(n, period, lang=lang):
+        notes.append(tr(without, lang, model=ETS, why=why))
         ets_m = None
     models[ETS] = Ets(m=ets_m)
     sarimax = Sarimax(m=m, bounds=bounds)
     cycles = FOURIER_MIN_CYCLES if sarimax._fourier else SEASONAL_MIN_CYCLES
-    if why := season_note(n, period, cycles=cycles):
-        notes.append(f"{SARIMAX} without season: {why}.")
+    if why := season_note(n, period, cycles=cycles, lang=lang):
+        notes.append(tr(without, lang, model=SARIMAX, why=why))
         sarimax = Sarimax(m=None, bounds=bounds)
     models[SARIMAX] = sarimax
     return models, notes

@@ -425,12 +425,16 @@ def tag_rules(
 ) -> dict[str, str]:
     """The rule of each tag in words, with its thresholds (for the report's tag table)."""
     return {
-        "new": f"first purchase at most {new_days} days before the reference date",
-        "loyal": f"at least {loyal_min_orders} orders",
-        "lapsing": f"at least 2 orders, but none in the last {lapsing_days} days",
-        "high_value": f"net revenue ranks in the top {100 * high_value_share:g} % of buyers",
-        "returns_heavy": f"returns worth at least {100 * returns_heavy_share:g} % of purchases",
-        "multi_channel": f"purchases through at least {multi_channel_min} channels",
+        "new": tr("first purchase at most {days} days before the reference date", days=new_days),
+        "loyal": tr("at least {n} orders", n=loyal_min_orders),
+        "lapsing": tr("at least 2 orders, but none in the last {days} days", days=lapsing_days),
+        "high_value": tr(
+            "net revenue ranks in the top {pct:g} % of buyers", pct=100 * high_value_share
+        ),
+        "returns_heavy": tr(
+            "returns worth at least {pct:g} % of purchases", pct=100 * returns_heavy_share
+        ),
+        "multi_channel": tr("purchases through at least {n} channels", n=multi_channel_min),
     }
 
 

@@ -1194,36 +1194,43 @@ def compare_models(
 
 
 def describe(key: str, settings: Mapping[str, Any]) -> str:
-    """The model with its chosen settings in words, for the report."""
+    """The model with its chosen settings in words, for the report (in the report's language)."""
+    from ..i18n import tr
+
     est = _estimator(key, 0, settings)
     p = est.get_params()
     if key == "item_knn":
         a, shrink, weight = p["alpha"], p["shrinkage"], p["customer_weight"]
         sim = (
-            "cosine similarity"
+            tr("cosine similarity to")
             if a == 0.5
-            else "conditional probability of being bought with"
+            else tr("conditional probability of being bought with")
             if a == 1.0
-            else f"asymmetric cosine similarity (alpha {a:g})"
+            else tr("asymmetric cosine similarity (alpha {a:g}) to", a=a)
         )
-        return (
-            f"Item-based CF scores a product by its {sim} the products the customer bought"
-            + (
-                f", shrunk when it rests on few shared buyers (shrinkage {shrink:g})"
-                if shrink
-                else ""
+        return tr(
+            "Item-based CF scores a product by its {sim} the products the customer bought"
+            "{shrunk}{weighted}; each product keeps its {neighbours} closest products.",
+            sim=sim,
+            shrunk=tr(
+                ", shrunk when it rests on few shared buyers (shrinkage {shrink:g})", shrink=shrink
             )
-            + (", heavy buyers counting less as evidence" if weight else "")
-            + f"; each product keeps its {p['neighbours']} closest products."
+            if shrink
+            else "",
+            weighted=tr(", heavy buyers counting less as evidence") if weight else "",
+            neighbours=p["neighbours"],
         )
     if key == "svd":
-        return (
-            f"Truncated SVD scores by {p['factors']} latent factors of the whole purchase matrix."
+        return tr(
+            "Truncated SVD scores by {factors} latent factors of the whole purchase matrix.",
+            factors=p["factors"],
         )
-    return (
-        f"Implicit ALS scores by {p['factors']} latent factors fitted to purchases weighted by "
-        f"how often they were made (alpha {p['alpha']:g}, regularisation "
-        f"{p['regularization']:g})."
+    return tr(
+        "Implicit ALS scores by {factors} latent factors fitted to purchases weighted by how often "
+        "they were made (alpha {alpha:g}, regularisation {regularization:g}).",
+        factors=p["factors"],
+        alpha=p["alpha"],
+        regularization=p["regularization"],
     )
 
 

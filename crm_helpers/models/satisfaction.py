@@ -483,7 +483,7 @@ def _factor_columns(frame: pd.DataFrame, max_levels: int, notes: list[str]) -> l
         if pd.api.types.is_datetime64_any_dtype(col):
             continue
         if col.nunique(dropna=False) > max_levels:
-            notes.append(f"{c} left out: more than {max_levels} levels")
+            notes.append(tr("{c} left out: more than {n} levels.", c=c, n=max_levels))
             continue
         out.append(c)
     return out
@@ -515,12 +515,26 @@ def _design(
         rare = sorted(small(lv))
         if rare:
             lv = lv.where(~lv.isin(rare), OTHER_LEVEL)
-            note = f"{f}: {len(rare)} level(s) with fewer than {min_level_rows} rows or {min_customers} customers"
+            fields = dict(f=f, n=len(rare), rows=min_level_rows, customers=min_customers)
             if OTHER_LEVEL in small(lv):
                 keep &= (lv != OTHER_LEVEL).to_numpy()
-                notes.append(f"{note} left out of the fit ({int((lv == OTHER_LEVEL).sum())} rows)")
+                notes.append(
+                    tr(
+                        "{f}: {n} level(s) with fewer than {rows} rows or {customers} customers "
+                        "left out of the fit ({left} rows).",
+                        left=int((lv == OTHER_LEVEL).sum()),
+                        **fields,
+                    )
+                )
             else:
-                notes.append(f"{note} pooled into {OTHER_LEVEL}")
+                notes.append(
+                    tr(
+                        "{f}: {n} level(s) with fewer than {rows} rows or {customers} customers "
+                        "pooled into {other}.",
+                        other=OTHER_LEVEL,
+                        **fields,
+                    )
+                )
         levels[f] = lv
     cols: dict[str, np.ndarray] = {}
     info = []
@@ -528,7 +542,7 @@ def _design(
         lv = levels[f][keep]
         counts = lv.value_counts()
         if len(counts) < 2:
-            notes.append(f"{f} left out: a single level")
+            notes.append(tr("{f} left out: a single level.", f=f))
             continue
         if f in reference:
             ref = str(reference[f])
@@ -668,7 +682,9 @@ def drivers(
         except (np.linalg.LinAlgError, ValueError, RuntimeError) as err:
             if method == "ordered":
                 raise DataError(f"feedback: the ordered logit failed: {err}") from None
-            notes.append(f"the ordered logit failed ({err}); a binary logit is shown instead")
+            notes.append(
+                tr("The ordered logit failed ({err}); a binary logit is shown instead.", err=err)
+            )
     if res is None:
         top = "promoter" if scale.kind == "nps" else "satisfied"
         outcome = (y >= scale.satisfied_min).astype(float)

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from crm_helpers import i18n
 from crm_helpers.models import forecast as fc
 
 Z80, Z95 = 1.2815515655446004, 1.959963984540054
@@ -64,6 +65,21 @@ def test_weekly_series_by_hand_keeps_complete_weeks_and_fills_gaps(tiny):
         "3 complete weeks from 2024-01-08 to 2024-01-28; dropped a partial week at the start "
         "(data from 2024-01-03) and a partial week at the end (data to 2024-01-31)."
     )
+    try:  # in a Chinese report: the units read as Chinese measure words, in Chinese order
+        i18n.set_language("zh")
+        assert s.note == (
+            "完整的 3 周（2024-01-08 至 2024-01-28）；已舍弃开头不完整的一周（数据始于 "
+            "2024-01-03）和末尾不完整的一周（数据止于 2024-01-31）。"
+        )
+        months = fc.series(duckdb.connect(), tiny, "M")
+        assert months.note == "完整的 0 个月；已舍弃开头不完整的一个月（数据始于 2024-01-03）。"
+        days = fc.series(duckdb.connect(), tiny, "D")
+        assert days.note == "完整的 29 天（2024-01-03 至 2024-01-31）；没有舍弃不完整的周期。"
+        notes = fc.candidate_models("M", 20)[1]
+        assert notes and all("个个月" not in n and "months" not in n for n in notes), notes
+        assert fc.candidate_models("M", 20, lang="en")[1][0].startswith("ETS without season")
+    finally:
+        i18n.set_language("en")
 
 
 def test_series_span_override_days_and_months(tiny):

@@ -565,7 +565,13 @@ def test_new_customer_lists_follow_their_group():
 
 
 def test_describe_names_the_chosen_similarity():
-    assert "cosine similarity" in rc.describe("item_knn", {"alpha": 0.5, "shrinkage": 5.0})
+    assert rc.describe(
+        "item_knn", {"alpha": 0.5, "shrinkage": 5.0, "neighbours": 50, "customer_weight": 0.0}
+    ) == (
+        "Item-based CF scores a product by its cosine similarity to the products the customer "
+        "bought, shrunk when it rests on few shared buyers (shrinkage 5); each product keeps its "
+        "50 closest products."
+    )
     text = rc.describe("item_knn", {"alpha": 1.0, "shrinkage": 0.0, "neighbours": 20})
     assert "conditional probability" in text and "shrunk" not in text and "20 closest" in text
     assert "8 latent factors" in rc.describe("svd", {"factors": 8})

@@ -7,6 +7,7 @@ that has a glyph for it (so no missing-glyph boxes), and its pages render.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from collections import defaultdict
@@ -63,7 +64,9 @@ class _Headings(HTMLParser):
 
 def test_chapter_titles_headings_and_captions_are_chinese_in_the_html(zh_run):
     html = (zh_run.run_dir / "report.html").read_text(encoding="utf-8")
-    assert '<html xmlns="http://www.w3.org/1999/xhtml" lang="zh"' in html or 'lang="zh"' in html[:400]
+    assert (
+        '<html xmlns="http://www.w3.org/1999/xhtml" lang="zh"' in html or 'lang="zh"' in html[:400]
+    )
     p = _Headings()
     p.feed(html)
     titles = [i18n.tr(c.title, lang="zh") for c in CHAPTERS]
@@ -99,16 +102,23 @@ def test_executed_notebooks_are_chinese_and_table_headers_come_from_the_glossary
                     md = str(o.get("data", {}).get("text/markdown", "")).lstrip()
                     if md.startswith("|"):
                         for h in (x.strip() for x in md.splitlines()[0].strip("|").split("|")):
-                            assert not h or h in glossary or HAN.search(h) or KEEP.match(h), (path.name, h)
+                            assert not h or h in glossary or HAN.search(h) or KEEP.match(h), (
+                                path.name,
+                                h,
+                            )
 
 
 def test_the_pdf_carries_the_chinese_text_in_an_embedded_cjk_font(zh_run):
     pdf = zh_run.run_dir / "report.pdf"
-    text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+    text = subprocess.run(
+        ["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True
+    ).stdout
     flat = re.sub(r"\s+", "", text)
     for t in ["关于本报告", "核心指标", *(i18n.tr(c.title, lang="zh") for c in CHAPTERS)]:
         assert re.sub(r"\s+", "", t) in flat, t
-    fonts = subprocess.run(["pdffonts", str(pdf)], capture_output=True, text=True, check=True).stdout
+    fonts = subprocess.run(
+        ["pdffonts", str(pdf)], capture_output=True, text=True, check=True
+    ).stdout
     cjk = [line for line in fonts.splitlines() if "NotoSansCJK" in line.replace(" ", "")]
     assert cjk and all(re.search(r"\byes\b", line) for line in cjk), fonts  # embedded: emb = yes
 
@@ -117,8 +127,12 @@ def test_every_chinese_character_is_drawn_with_a_cjk_font_that_has_its_glyph(zh_
     """A character no font covers would be drawn in a Latin font as a missing-glyph box."""
     from fontTools.ttLib import TTCollection
 
-    path = subprocess.run(["fc-match", "-f", "%{file}", "Noto Sans CJK SC"], capture_output=True,
-                          text=True, check=True).stdout
+    path = subprocess.run(
+        ["fc-match", "-f", "%{file}", "Noto Sans CJK SC"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     cmap = TTCollection(path).fonts[0].getBestCmap()
     by_font: dict[str, set[str]] = defaultdict(set)
 
@@ -136,7 +150,42 @@ def test_every_chinese_character_is_drawn_with_a_cjk_font_that_has_its_glyph(zh_
 
 
 def test_pdf_pages_render(zh_run, tmp_path):
-    subprocess.run(["pdftoppm", "-png", "-r", "40", "-f", "1", "-l", "3", str(zh_run.run_dir / "report.pdf"),
-                    str(tmp_path / "page")], check=True)
+    subprocess.run(
+        [
+            "pdftoppm",
+            "-png",
+            "-r",
+            "40",
+            "-f",
+            "1",
+            "-l",
+            "3",
+            str(zh_run.run_dir / "report.pdf"),
+            str(tmp_path / "page"),
+        ],
+        check=True,
+    )
     pages = sorted(tmp_path.glob("page*.png"))
     assert len(pages) == 3 and all(p.stat().st_size > 2000 for p in pages)
+
+
+def test_artifacts_record_their_text_in_english(zh_run):
+    """A Chinese run's artifacts are the same data as an English run's: the helpers' notes shown in
+    Chinese are recorded in English (the run comparison and the summary read them)."""
+    cjk = re.compile(r"[\u3000-\u303f\u4e00-\u9fff\uff00-\uffef]")
+    folder = zh_run.run_dir / "artifacts"
+    clv = json.loads((folder / "clv.json").read_text())
+    forecast = json.loads((folder / "forecast.json").read_text())
+    assert clv["status"] == "ok" and forecast["status"] == "ok"
+    assert "Customers with purchases" in clv["excluded"]
+    texts = [*clv["excluded"], *forecast["model_notes"]]
+    texts += [
+        w
+        for fit in (clv["bgnbd"], clv["gamma_gamma"], *clv["refit"].values())
+        for w in fit["warnings"]
+    ]
+    assert forecast["model_notes"], "the demo's weekly ETS drops its season: a note is expected"
+    assert not [t for t in texts if cjk.search(t)], texts
+    # and the report shows them in Chinese
+    html = (zh_run.run_dir / "report.html").read_text()
+    assert "有购买的客户" in html and "不含季节项" in html

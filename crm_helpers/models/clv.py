@@ -162,7 +162,8 @@ class Fit:
     cov_log: np.ndarray  # covariance of the log-parameters (for parameter draws)
     iterations: int
     at_bound: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # in English, as the artifact records them
+    warnings_shown: list[str] = field(default_factory=list)  # the same in the report's language
 
     @property
     def values(self) -> np.ndarray:
@@ -266,10 +267,10 @@ def _fit(model: str, names: tuple[str, ...], fun, n: int, starts: list[np.ndarra
             "(degenerate data: check that customers have positive purchase histories)"
         )
     theta = np.clip(best.x, -LOG_BOUND, LOG_BOUND)
-    warnings: list[str] = []
+    warnings: list[tuple[str, dict[str, Any]]] = []  # (template, fields)
     if not best.converged:
         warnings.append(
-            tr("the optimiser did not report convergence ({message})", message=best.message)
+            ("the optimiser did not report convergence ({message})", {"message": best.message})
         )
     with np.errstate(all="ignore"):
         hess = _hessian(lambda t: fun(t)[1], theta)
@@ -289,14 +290,14 @@ def _fit(model: str, names: tuple[str, ...], fun, n: int, starts: list[np.ndarra
     except np.linalg.LinAlgError:
         cov_log = np.full((len(names), len(names)), np.nan)
         warnings.append(
-            tr("the information matrix is singular at the optimum: standard errors not available")
+            ("the information matrix is singular at the optimum: standard errors not available", {})
         )
     if at_bound and np.all(np.isfinite(cov_log)):
         warnings.append(
-            tr(
+            (
                 "{params} at the bound of the search range: held fixed there, the standard errors "
                 "of the other parameters are conditional on it",
-                params=", ".join(at_bound),
+                {"params": ", ".join(at_bound)},
             )
         )
     est = np.exp(theta)
@@ -312,7 +313,8 @@ def _fit(model: str, names: tuple[str, ...], fun, n: int, starts: list[np.ndarra
         cov_log=cov_log,
         iterations=int(getattr(best, "nit", 0) or 0),
         at_bound=at_bound,
-        warnings=warnings,
+        warnings=[tr(t, "en", **f) for t, f in warnings],
+        warnings_shown=[tr(t, **f) for t, f in warnings],
     )
 
 

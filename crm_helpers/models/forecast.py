@@ -225,13 +225,19 @@ class SalesSeries:
                 " from {start} to {end}", start=self.frame.index[0].date(), end=last_end.date()
             )
         parts = []
+        # the whole phrase per unit: Chinese counts a week, a day and a month differently
+        partial = {
+            "day": tr("a partial day"),
+            "week": tr("a partial week"),
+            "month": tr("a partial month"),
+        }[PERIODS[self.period][2]]
         if self.dropped_start:
             parts.append(
-                tr("a partial {unit} at the start (data from {day})", unit=one, day=self.first_day)
+                tr("{partial} at the start (data from {day})", partial=partial, day=self.first_day)
             )
         if self.dropped_end:
             parts.append(
-                tr("a partial {unit} at the end (data to {day})", unit=one, day=self.last_day)
+                tr("{partial} at the end (data to {day})", partial=partial, day=self.last_day)
             )
         dropped = (
             tr("; dropped {parts}", parts=tr(" and ").join(parts))

@@ -67,22 +67,8 @@ def table(
         text += "\n\n*" + i18n.tr("First {shown} of {rows:,} rows.", shown=max_rows, rows=len(df)) + "*"
     if hidden:
         k = privacy.min_group_size()
-        notes = [
-            i18n.tr(
-                "Groups of fewer than {k} customers are suppressed (`< {k}`; their other figures "
-                "blank) to protect privacy.",
-                k=k,
-            )
-        ]
-        if df.isin([f"≥ {k}"]).to_numpy().any():
-            notes.append(
-                i18n.tr(
-                    "So that no hidden count can be worked out from a total, the next smallest "
-                    "is hidden too (`≥ {k}`).",
-                    k=k,
-                )
-            )
-        text += "\n\n*" + i18n.sentences(notes) + "*"
+        complements = bool(df.isin([f"≥ {k}"]).to_numpy().any())
+        text += "\n\n*" + privacy.note(k, complements) + "*"
     return Markdown(text)
 
 

@@ -87,6 +87,33 @@ def _is_count(name: object) -> bool:
     return str(name).strip().lower() in COUNT_COLUMNS
 
 
+def note(k: int, complements: bool, lang: str | None = None) -> str:
+    """The sentence under a table (or page) where something was suppressed, in ``lang``.
+
+    ``complements``: some counts were hidden beside small ones (``≥ k``), which it also says.
+    """
+    from . import i18n
+
+    notes = [
+        i18n.tr(
+            "Groups of fewer than {k} customers are suppressed (`< {k}`; their other figures "
+            "blank) to protect privacy.",
+            lang,
+            k=k,
+        )
+    ]
+    if complements:
+        notes.append(
+            i18n.tr(
+                "So that no hidden count can be worked out from a total, the next smallest is "
+                "hidden too (`≥ {k}`).",
+                lang,
+                k=k,
+            )
+        )
+    return i18n.sentences(notes, lang)
+
+
 def _complement(
     values: np.ndarray,
     hidden: np.ndarray,

@@ -677,8 +677,9 @@ def plot_retention(
 def plot_cohort_revenue(revenue: pd.DataFrame, ax: Axes | None = None) -> Axes:
     """Net revenue per cohort (bars) with revenue per customer (line, right axis).
 
-    Cohorts of fewer than ``privacy.min_group_size`` customers are left blank, and so is the next
-    smallest when only one is (the revenue total would otherwise give the small one away).
+    Cohorts of fewer than ``privacy.min_group_size`` customers are left blank, and so are those
+    :func:`crm_helpers.privacy.hidden_groups` hides beside them (the revenue total would otherwise
+    give the small ones away).
     """
     from ..plots import PALETTE
     from ..privacy import hidden_groups

@@ -810,25 +810,9 @@ def page_markdown(diff: RunDiff, lang: str = "en") -> str:
                     + markdown_table(rows, k, area=False, lang=lang, everything=diff.rows)
                 )
         if any(r.kind == "count" or r.group != (None, None) for r in figures):
-            notes = [
-                i18n.tr(
-                    "Groups of fewer than {k} customers are suppressed (`< {k}`; their other "
-                    "figures blank) to protect privacy.",
-                    lang,
-                    k=k,
-                )
-            ]
             beside, shown = _complements(diff.rows, k), {_member(r.key) for r in figures}
-            if any((*m, run) in beside for m in shown if m for run in (0, 1)):
-                notes.append(
-                    i18n.tr(
-                        "So that no hidden count can be worked out from a total, the next "
-                        "smallest is hidden too (`≥ {k}`).",
-                        lang,
-                        k=k,
-                    )
-                )
-            parts.append("*" + i18n.sentences(notes, lang) + "*")
+            complements = any((*m, run) in beside for m in shown if m for run in (0, 1))
+            parts.append("*" + privacy.note(k, complements, lang) + "*")
     return "\n\n".join(parts) + "\n"
 
 
